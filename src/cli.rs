@@ -1,0 +1,234 @@
+//! Command-line types and dispatch: argv → a supervisor run, single-command mode, or a client verb.
+//!
+//! Invariant: every outcome leaves through one exit code from `crate::exit`; usage errors are 2.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LogFormat;
+use crate::exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pmi",
+    version,
+    about = "A PID 1 for containers that runs the apps of a pm2 apps file",
+    after_help = "Forms:\n  pmi [OPTIONS] <APPS_FILE>        supervise the apps of a file\n  pmi [OPTIONS] -- <CMD> [ARG]...  run one command, as tini does\n  pmi <VERB> ...                   see the commands above"
+)]
+pub struct Cli {
+    /// Control socket path (default /run/pmi/pmi.sock, else /tmp/pmi-<uid>/pmi.sock).
+    #[arg(long, global = true, env = "PMI_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Supervise the apps of a file (the default form), or run one command after `--`.
+    Run(RunArgs),
+    /// Validate an apps file and print the resolved apps; starts nothing.
+    Check(CheckArgs),
+    /// Print an apps file as pmi's canonical YAML.
+    Convert(ConvertArgs),
+    /// List the instances (pm2's columns).
+    #[command(visible_aliases = ["ls", "list"])]
+    Status {
+        #[arg(long)]
+        json: bool,
+        target: Option<String>,
+    },
+    /// Everything about one app, except environment values.
+    Describe {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start stopped instances.
+    Start { target: String },
+    /// Stop instances gracefully.
+    Stop { target: String },
+    /// Restart instances; returns once the new processes run.
+    Restart { target: String },
+    /// Restart instances one at a time, so that some always serve.
+    Reload { target: String },
+    /// Set an app's instance count: N, +N or -N.
+    Scale {
+        app: String,
+        #[arg(allow_hyphen_values = true)]
+        count: String,
+    },
+    /// Send a signal to instances' process groups.
+    Signal { signal: String, target: String },
+    /// Show recent output, then optionally follow it.
+    Logs(LogsArgs),
+    /// Exec probe: exit 0 when healthy.
+    Health {
+        /// Readiness: every autostart app online.
+        #[arg(long)]
+        ready: bool,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Options of the supervisor (each also settable in the file's `pmi:` block; the flag wins).
+#[derive(Debug, Args, Clone, Default)]
+pub struct SupervisorOpts {
+    /// HTTP address for /livez /readyz /metrics /status (off unless set).
+    #[arg(long, env = "PMI_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Use the env_NAME blocks of the apps.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Start only these apps (comma-separated names or namespaces).
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    pub only: Option<Vec<String>>,
+    /// How app output is written: raw, prefixed or json.
+    #[arg(long, value_parser = parse_log_format, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Keep running when no app runs any more.
+    #[arg(long)]
+    pub no_auto_exit: bool,
+    /// Default stop signal (apps may set kill_signal).
+    #[arg(long, value_name = "SIG")]
+    pub kill_signal: Option<String>,
+    /// Default time from the stop signal to SIGKILL, in ms.
+    #[arg(long, value_name = "MS")]
+    pub kill_timeout: Option<u64>,
+    /// More of pmi's own messages (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: SupervisorOpts,
+    /// The apps file (.yaml .yml .json .js .cjs).
+    pub file: Option<PathBuf>,
+    /// Single-command mode: the command and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Treat warnings as errors.
+    #[arg(long)]
+    pub strict: bool,
+    /// Print the resolved apps as JSON (schema in docs/check-json.md).
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    pub only: Option<Vec<String>>,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub target: Option<String>,
+    #[arg(long, default_value_t = 15)]
+    pub lines: usize,
+    #[arg(short, long)]
+    pub follow: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, conflicts_with = "out")]
+    pub err: bool,
+    #[arg(long)]
+    pub out: bool,
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "raw" => Ok(LogFormat::Raw),
+        "prefixed" => Ok(LogFormat::Prefixed),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!(
+            "'{s}' is not a log format: use raw, prefixed or json"
+        )),
+    }
+}
+
+const VERBS: &[&str] = &[
+    "run", "check", "convert", "status", "ls", "list", "describe", "start", "stop", "restart",
+    "reload", "scale", "signal", "logs", "health", "version", "help",
+];
+
+/// Puts the implicit `run` verb in front of `pmi FILE` and `pmi -- CMD`.
+pub fn normalize(mut argv: Vec<OsString>) -> Vec<OsString> {
+    let first = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let is_verb = VERBS.contains(&first);
+    let top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
+    if argv.len() > 1 && !is_verb && !top_flag {
+        argv.insert(1, OsString::from("run"));
+    }
+    argv
+}
+
+/// Parses argv; on a usage error prints it and returns the exit code.
+pub fn parse(argv: Vec<OsString>) -> Result<Cli, i32> {
+    match Cli::try_parse_from(normalize(argv)) {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            let _ = e.print();
+            Err(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &[&str]) -> Vec<OsString> {
+        s.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn implicit_run_for_files_and_commands() {
+        let cli = parse(argv(&["pmi", "apps.yaml"])).unwrap();
+        assert!(matches!(cli.cmd, Cmd::Run(RunArgs { file: Some(_), .. })));
+        let cli = parse(argv(&["pmi", "--kill-timeout", "50", "--", "sleep", "1"])).unwrap();
+        match cli.cmd {
+            Cmd::Run(r) => {
+                assert_eq!(r.command, argv(&["sleep", "1"]));
+                assert_eq!(r.opts.kill_timeout, Some(50));
+                assert!(r.file.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn verbs_and_usage_errors() {
+        assert!(matches!(
+            parse(argv(&["pmi", "ls"])).unwrap().cmd,
+            Cmd::Status { .. }
+        ));
+        assert!(matches!(
+            parse(argv(&["pmi", "scale", "api", "-1"])).unwrap().cmd,
+            Cmd::Scale { .. }
+        ));
+        assert_eq!(
+            parse(argv(&["pmi", "run", "--bogus", "x.yaml"])).unwrap_err(),
+            2
+        );
+    }
+}

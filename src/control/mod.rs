@@ -1,0 +1,1 @@
+//! The control socket: protocol, server (inside the supervisor process) and client (the verbs).

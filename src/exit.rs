@@ -1,0 +1,21 @@
+//! The one table of pmi's exit codes. `main` maps every outcome to one of these.
+
+/// Success: every app's last exit was a success, or a client request succeeded.
+pub const OK: i32 = 0;
+/// Shutdown had to SIGKILL an app; or a client request failed (unknown target, unhealthy, refused).
+pub const FAILURE: i32 = 1;
+/// Usage or configuration error: nothing was started.
+pub const USAGE: i32 = 2;
+/// No pmi reachable (client verbs): no socket file, nobody listening, or a time-out.
+pub const UNREACHABLE: i32 = 3;
+/// pmi itself failed (a bug, or the OS refused what pmi needs to run). Apps were stopped first.
+pub const INTERNAL: i32 = 70;
+/// The command was found but could not be executed (single-command mode, or an app's run).
+pub const NOT_EXECUTABLE: i32 = 126;
+/// The command was not found.
+pub const NOT_FOUND: i32 = 127;
+
+/// The shell's convention for a process killed by signal `sig`.
+pub fn for_signal(sig: i32) -> i32 {
+    128 + sig
+}

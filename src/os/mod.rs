@@ -1,0 +1,9 @@
+//! The only place where pmi acts on the OS: spawning, signalling, reaping, PID-1 set-up.
+//!
+//! Invariant: nothing here decides anything. Callers (the supervisor, single-command mode) say
+//! what to do; these functions do it and report the outcome as data.
+
+pub mod pid1;
+pub mod reap;
+pub mod signals;
+pub mod spawn;
