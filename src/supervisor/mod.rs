@@ -205,7 +205,7 @@ impl Supervisor {
         p1: pid1::Pid1,
         file: String,
     ) -> Result<Supervisor, String> {
-        let now = Now::now();
+        let now = Now::read();
         let auto_exit = settings.auto_exit.unwrap_or(true);
         let state = State::new(apps, auto_exit, now);
         let (snapshot_tx, _) = watch::channel(Arc::new(Snapshot::default()));
@@ -265,13 +265,13 @@ impl Supervisor {
         if has_memory_limit {
             self.memory_next = Some(Instant::now() + self.memory_interval());
         }
-        let now = Now::now();
+        let now = Now::read();
         let actions = self.state.on_start(now);
         let mut finish = self.execute(actions);
         let mut safety = Instant::now() + SAFETY_REAP;
         while finish.is_none() {
             self.publish();
-            let now = Now::now();
+            let now = Now::read();
             let deadline = [
                 self.state.next_deadline(now),
                 self.memory_next,
@@ -284,16 +284,16 @@ impl Supervisor {
             let actions = tokio::select! {
                 s = sigs.next() => match s {
                     Some(libc::SIGCHLD) => self.reap(),
-                    Some(sig) => self.state.on_signal(sig, Now::now()),
+                    Some(sig) => self.state.on_signal(sig, Now::read()),
                     None => Vec::new(),
                 },
                 Some(msg) = self.inbox_rx.recv() => self.control(msg),
                 Some(t) = self.trigger_rx.recv() => {
                     tracing::info!("restarting: {}", t.reason);
-                    self.state.restart_all(&t.ids, Now::now())
+                    self.state.restart_all(&t.ids, Now::read())
                 }
                 _ = sleep_until(deadline) => {
-                    let now = Now::now();
+                    let now = Now::read();
                     let mut a = Vec::new();
                     if now.mono >= safety {
                         safety = now.mono + SAFETY_REAP;
@@ -338,7 +338,7 @@ impl Supervisor {
     fn reap(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         for (pid, status) in reap_all().exits {
-            out.extend(self.state.on_exit(pid, status, Now::now()));
+            out.extend(self.state.on_exit(pid, status, Now::read()));
         }
         out
     }
@@ -388,7 +388,7 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, id: InstId) -> Vec<Action> {
-        let now = Now::now();
+        let now = Now::read();
         let (Some(inst), Some(spec)) = (self.state.get(id), self.state.spec_of(id)) else {
             return Vec::new();
         };
@@ -440,7 +440,7 @@ impl Supervisor {
     }
 
     fn control(&mut self, msg: ControlMsg) -> Vec<Action> {
-        let now = Now::now();
+        let now = Now::read();
         if self.state.shutting_down {
             let _ = msg.reply.send(Err("pmi is shutting down".into()));
             return Vec::new();

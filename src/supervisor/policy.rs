@@ -622,7 +622,7 @@ mod tests {
     struct Clock(Now);
     impl Clock {
         fn new() -> Clock {
-            Clock(Now::now())
+            Clock(Now::read())
         }
         fn advance(&mut self, ms: u64) -> Now {
             let d = Duration::from_millis(ms);

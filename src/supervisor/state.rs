@@ -23,7 +23,7 @@ pub struct Now {
 }
 
 impl Now {
-    pub fn now() -> Now {
+    pub fn read() -> Now {
         Now {
             mono: Instant::now(),
             wall: Utc::now(),
