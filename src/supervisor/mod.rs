@@ -43,10 +43,11 @@ const LOG_DRAIN: Duration = Duration::from_secs(2);
 /// Default interval of the `max_memory_restart` check (pm2's worker interval).
 const MEMORY_CHECK: Duration = Duration::from_secs(30);
 
-/// Something outside the policy asks for an app's graceful restart (file watch, memory limit).
+/// A watcher asks for an app's graceful restart.
 #[derive(Debug, Clone)]
 pub struct Trigger {
-    pub ids: Vec<InstId>,
+    /// Index of the app in the apps file.
+    pub app: usize,
     pub reason: String,
 }
 
@@ -256,7 +257,18 @@ impl Supervisor {
                 "not PID 1 and could not become a subreaper: orphans will not be reaped"
             );
         }
-        let _ = self.handle();
+        let (_handle, triggers) = self.handle();
+        for (i, a) in self.state.apps.iter().enumerate() {
+            if let Some(w) = &a.spec.watch {
+                crate::watch::spawn(
+                    i,
+                    a.spec.name.clone(),
+                    a.spec.cwd.clone(),
+                    w.clone(),
+                    triggers.clone(),
+                );
+            }
+        }
         let has_memory_limit = self
             .state
             .apps
@@ -290,7 +302,7 @@ impl Supervisor {
                 Some(msg) = self.inbox_rx.recv() => self.control(msg),
                 Some(t) = self.trigger_rx.recv() => {
                     tracing::info!("restarting: {}", t.reason);
-                    self.state.restart_all(&t.ids, Now::read())
+                    self.state.restart_app(t.app, Now::read())
                 }
                 _ = sleep_until(deadline) => {
                     let now = Now::read();

@@ -437,6 +437,17 @@ impl State {
         out
     }
 
+    /// A watched file changed: restart the app's instances that are not stopped (an errored app
+    /// gets its chance with the fixed file; one the user stopped stays stopped).
+    pub fn restart_app(&mut self, app: usize, now: Now) -> Vec<Action> {
+        let ids: Vec<InstId> = self
+            .of_app(app)
+            .into_iter()
+            .filter(|id| self.get(*id).is_some_and(|i| i.phase != Phase::Stopped))
+            .collect();
+        self.restart_all(&ids, now)
+    }
+
     fn restart_ids(&mut self, ids: &[InstId], now: Now, out: &mut Vec<Action>) {
         for &id in ids {
             let Some(inst) = self.get_mut(id) else {
