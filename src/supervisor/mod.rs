@@ -596,6 +596,11 @@ impl Supervisor {
             reaped_orphans: st.reaped_orphans,
             forwarded_signals: st.forwarded_signals,
             instances,
+            apps: st
+                .apps
+                .iter()
+                .map(|a| crate::status::app_info(&a.spec))
+                .collect(),
         };
         self.snapshot_tx.send_replace(Arc::new(snap));
     }
