@@ -614,7 +614,14 @@ async fn follow_logs<R, W>(
     // Subscribe before reading the history, so that no line falls between the two.
     let mut feed = logsrc::subscribe(&ctx.handle);
     let history = logsrc::tail(&ctx.handle, ids.as_deref(), lines, stream);
+    // Lines both in the history and in the feed are sent once: the feed skips what is older
+    // than the last kept line, and the kept lines of that same millisecond.
     let last_ts = history.last().map(|l| l.ts_ms);
+    let same_ms: Vec<LogEntry> = history
+        .iter()
+        .filter(|l| Some(l.ts_ms) == last_ts)
+        .cloned()
+        .collect();
     if send(wr, &Response::Logs { lines: history }).await.is_err() {
         return;
     }
@@ -623,7 +630,8 @@ async fn follow_logs<R, W>(
         tokio::select! {
             entry = feed.next() => {
                 let Some(e) = entry else { return };
-                if !logsrc::keep(&e, ids.as_deref(), stream) || last_ts.is_some_and(|t| e.ts_ms < t) {
+                let seen = last_ts.is_some_and(|t| e.ts_ms < t) || same_ms.contains(&e);
+                if seen || !logsrc::keep(&e, ids.as_deref(), stream) {
                     continue;
                 }
                 if send(wr, &Response::Log(e)).await.is_err() {

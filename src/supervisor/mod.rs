@@ -257,7 +257,15 @@ impl Supervisor {
                 "not PID 1 and could not become a subreaper: orphans will not be reaped"
             );
         }
-        let (_handle, triggers) = self.handle();
+        let (handle, triggers) = self.handle();
+        let (sock, group) = (
+            self.settings.socket.as_deref(),
+            self.settings.socket_group.as_deref(),
+        );
+        match crate::control::server::bind(sock, group) {
+            Ok(l) => drop(tokio::spawn(crate::control::server::serve(l, handle))),
+            Err(e) => tracing::warn!("control socket: {e}; apps run without it"),
+        }
         for (i, a) in self.state.apps.iter().enumerate() {
             if let Some(w) = &a.spec.watch {
                 crate::watch::spawn(
