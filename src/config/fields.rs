@@ -59,6 +59,8 @@ pub const APP_FIELDS: &[Field] = &[
     f("pid_file", &["pid"]),
     f("append_env_to_name", &[]),
     f("execute_command", &[]),
+    // Newer pm2 reads a dotenv file; pmi does not (reported, then ignored).
+    f("env_file", &[]),
     // pmi additions.
     f("kill_signal", &[]),
     f("depends_on", &[]),

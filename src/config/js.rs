@@ -74,11 +74,9 @@ pub fn parse(file: &Path, source: &str, cwd: &Path) -> Result<Parsed, ReadIssue>
             ),
         });
     };
-    let abs = if file.is_absolute() {
-        file.to_path_buf()
-    } else {
-        cwd.join(file)
-    };
+    // Canonical, so that node's stack traces name the file exactly as we search for it.
+    let joined = cwd.join(file);
+    let abs = std::fs::canonicalize(&joined).unwrap_or(joined);
     let out = run(&node, &abs, cwd)?;
     let printed = |mark: &str| {
         out.stdout

@@ -18,6 +18,15 @@ impl Pos {
     pub fn new(line: usize, col: usize) -> Pos {
         Pos { line, col }
     }
+
+    /// The earlier of two positions (by line, then column).
+    pub fn min_by_line(self, other: Pos) -> Pos {
+        if (self.line, self.col) <= (other.line, other.col) {
+            self
+        } else {
+            other
+        }
+    }
 }
 
 /// A value as written in the file, before any meaning is given to it.

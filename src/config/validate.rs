@@ -763,7 +763,7 @@ impl Validator<'_> {
             None => {
                 if !iargs.is_empty() {
                     let pos = raw.get("interpreter_args").map_or(spos, |e| e.key_pos);
-                    self.d.warn(pos, lbl, Some("interpreter_args"), "ignored: the script runs without an interpreter (set `interpreter` to use them)");
+                    self.d.warn(pos, lbl, Some("interpreter_args"), "ignored: the script has no known extension, so it runs by itself (pm2 would run it with node); set `interpreter: node` to pass these arguments to node");
                 }
                 let in_cwd_found = found
                     .as_ref()
@@ -952,6 +952,9 @@ impl Validator<'_> {
     fn notes(&mut self, raw: &RawApp) {
         if let Some(e) = raw.get("watch_options") {
             self.d.warn(e.key_pos, Some(&raw.label), Some(&e.key), "ignored: pmi watches with inotify; chokidar options do not apply (use watch, ignore_watch and watch_delay)");
+        }
+        if let Some(e) = raw.get("env_file") {
+            self.d.warn(e.key_pos, Some(&raw.label), Some(&e.key), "ignored: pmi does not read dotenv files; put the variables under `env` (or run `pmi convert` on a machine where the JS file loads them)");
         }
         for k in fields::NOT_YET {
             if let Some(e) = raw.get(k) {

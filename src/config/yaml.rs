@@ -129,7 +129,10 @@ impl Builder {
                 for m in merges {
                     merge_into(&mut map, m);
                 }
-                (Node::new(pos, Value::Map(map.finish())), anchor)
+                let entries = map.finish();
+                // yaml-rust2 marks a block mapping after its first key; point at that key.
+                let pos = entries.first().map_or(pos, |e| e.key_pos.min_by_line(pos));
+                (Node::new(pos, Value::Map(entries)), anchor)
             }
             None => return,
         };
