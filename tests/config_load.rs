@@ -917,3 +917,41 @@ fn the_shipped_examples_load() {
         }
     }
 }
+
+/// docs/check-json.md lists exactly the fields `pmi check --json` prints for an app.
+#[test]
+fn check_json_doc_matches_the_output() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/check-json.md"))
+            .unwrap();
+    let section = doc
+        .split("## `apps[]`")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut documented: Vec<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(String::from)
+        .collect();
+    // A row for an object itself (`watch`) is documented along with its fields (`watch.paths`).
+    let all = documented.clone();
+    documented.retain(|d| !all.iter().any(|o| o.starts_with(&format!("{d}."))));
+    documented.sort();
+    let l = ok("apps:\n  - script: a.js\n    watch: true\n    cron_restart: '0 * * * *'\n");
+    let v = serde_json::to_value(&l.spec.apps[0]).unwrap();
+    let mut actual = Vec::new();
+    for (k, x) in v.as_object().unwrap() {
+        match x.as_object() {
+            Some(inner) if k != "env" && k != "cron_restart" => {
+                actual.extend(inner.keys().map(|i| format!("{k}.{i}")))
+            }
+            _ => actual.push(k.clone()),
+        }
+    }
+    actual.sort();
+    assert_eq!(documented, actual);
+}

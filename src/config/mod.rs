@@ -125,16 +125,21 @@ pub fn convert(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Strin
     convert::to_yaml(path, &parsed.root)
 }
 
-/// A short human summary of the resolved apps (`pmi check` without `--json`).
+/// A short human summary of the resolved apps (`pmi check` without `--json`): one line per app
+/// with its mode, instance count, the command as a shell would read it, and its directory.
 pub fn summary(spec: &Spec) -> String {
     let mut s = String::new();
     for a in &spec.apps {
+        let mode = match a.exec_mode {
+            ExecMode::Fork => "fork",
+            ExecMode::Cluster => "cluster",
+        };
+        let cmd: Vec<String> = a.command.iter().map(|w| units::shell_quote(w)).collect();
         s.push_str(&format!(
-            "{}: {} x{} ({:?}) in {}\n",
+            "{} [{mode} x{}] {} (in {})\n",
             a.name,
-            a.command.join(" "),
             a.instances,
-            a.exec_mode,
+            cmd.join(" "),
             a.cwd.display()
         ));
     }

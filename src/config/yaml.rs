@@ -105,11 +105,7 @@ impl MarkedEventReceiver for Builder {
                     })
                 }
             },
-            Event::DocumentEnd => {
-                if self.root.is_some() {
-                    self.done = true;
-                }
-            }
+            Event::DocumentEnd if self.root.is_some() => self.done = true,
             _ => {}
         }
     }
