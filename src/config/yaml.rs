@@ -37,6 +37,9 @@ pub fn parse(text: &str) -> Result<Parsed, ReadIssue> {
     })
 }
 
+/// Nesting deeper than this is refused: the tree is walked recursively later.
+const MAX_DEPTH: usize = 200;
+
 fn pos(m: &Marker) -> Pos {
     // yaml-rust2 markers: line 1-based, column 0-based.
     Pos::new(m.line(), m.col() + 1)
@@ -78,6 +81,14 @@ impl MarkedEventReceiver for Builder {
             Event::Scalar(text, style, anchor, tag) => {
                 let node = Node::new(p, scalar(text, style, tag.as_ref()));
                 self.complete(node, anchor);
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.fatal = Some(ReadIssue {
+                    pos: p,
+                    message: format!(
+                        "values nested more than {MAX_DEPTH} deep; an apps file never needs that"
+                    ),
+                })
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
                 pos: p,
@@ -326,6 +337,14 @@ mod tests {
         assert_eq!(p.root.get("a").unwrap().value.value, Value::Num(2.0));
         assert_eq!(p.warnings.len(), 1);
         assert_eq!(p.warnings[0].pos.line, 2);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let e = parse(&format!("{}{}", "[".repeat(210), "]".repeat(210))).unwrap_err();
+        assert!(e.message.contains("nested"), "{e:?}");
+        // yaml-rust2 has its own limit further down.
+        assert!(parse(&"[".repeat(5000)).is_err());
     }
 
     #[test]
