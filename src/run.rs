@@ -68,6 +68,7 @@ fn check(c: cli::CheckArgs) -> i32 {
     let opts = crate::config::LoadOptions {
         env_name: c.env,
         only: c.only,
+        ..crate::config::LoadOptions::new()
     };
     match crate::config::load(&c.file, &base, &opts) {
         Ok(loaded) => {

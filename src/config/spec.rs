@@ -100,6 +100,9 @@ pub struct AppSpec {
     pub logs: LogFiles,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Supplementary groups of `uid`'s user (every `/etc/group` entry that lists it), for
+    /// setgroups() at spawn. Empty without `uid` or when the uid has no passwd entry.
+    pub groups: Vec<u32>,
     pub pid_file: Option<PathBuf>,
     /// Fields kept for the readiness work; parsed, not yet active.
     pub wait_ready: bool,

@@ -62,9 +62,20 @@ pub struct Handle {
 /// Runs the apps of `file` until they are all done or pmi is told to stop. Returns the exit code.
 pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let kill_signal = match opts.kill_signal.as_deref().map(signals::parse) {
+        None => None,
+        Some(Some(s)) => Some(config::Signal(s)),
+        Some(None) => {
+            err_line("pmi: --kill-signal: not a signal name or number (e.g. TERM, SIGINT, 15)");
+            return exit::USAGE;
+        }
+    };
     let load_opts = LoadOptions {
         env_name: opts.env.clone(),
         only: opts.only.clone(),
+        kill_signal,
+        kill_timeout: opts.kill_timeout.map(Duration::from_millis),
+        ..LoadOptions::new()
     };
     let loaded = match config::load(file, &start_dir, &load_opts) {
         Ok(l) => l,
@@ -141,10 +152,7 @@ fn merge_settings(
     if opts.no_auto_exit {
         s.auto_exit = Some(false);
     }
-    if let Some(k) = &opts.kill_signal {
-        let sig = signals::parse(k).ok_or_else(|| {
-            format!("--kill-signal: '{k}' is not a signal name or number (e.g. TERM, SIGINT, 15)")
-        })?;
+    if let Some(sig) = opts.kill_signal.as_deref().and_then(signals::parse) {
         s.kill_signal = Some(config::Signal(sig));
     }
     if let Some(ms) = opts.kill_timeout {
@@ -418,7 +426,7 @@ impl Supervisor {
             streams: Streams::Pipes,
             uid: spec.uid,
             gid: spec.gid,
-            groups: &[],
+            groups: &spec.groups,
         };
         match spawn(&req) {
             Ok(child) => {

@@ -621,6 +621,7 @@ mod tests {
             logs: LogFiles::default(),
             uid: None,
             gid: None,
+            groups: vec![],
             pid_file: None,
             wait_ready: false,
             listen_timeout: Duration::from_millis(3000),
