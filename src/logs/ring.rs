@@ -2,8 +2,8 @@
 //!
 //! Lines are stored per read chunk (one text buffer and one offsets array per chunk), not one
 //! allocation per line, so keeping them costs a copy and no per-line allocation on the hot path.
-//! Invariant: a stream's ring keeps at least the last `RING_LINES` lines unless that would exceed
-//! `RING_BYTES`, and never holds more than `RING_BYTES` plus its newest chunk.
+//! Invariant: a stream's ring offers exactly the last `RING_LINES` lines (fewer when they do not
+//! fit in `RING_BYTES`), and never holds more than `RING_BYTES` plus its newest chunk.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub(crate) struct RingChunk {
     text: Vec<u8>,
     /// End offset in `text` of each line.
     ends: Vec<u32>,
+    /// Lines before this one are no longer offered (their memory goes with the whole chunk).
+    first: usize,
 }
 
 impl RingChunk {
@@ -28,6 +30,7 @@ impl RingChunk {
             ts_ms,
             text: Vec::with_capacity(capacity),
             ends: Vec::new(),
+            first: 0,
         }
     }
 
@@ -40,6 +43,10 @@ impl RingChunk {
 
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    fn live(&self) -> usize {
+        self.ends.len() - self.first
     }
 
     fn line(&self, i: usize) -> &[u8] {
@@ -61,19 +68,25 @@ impl StreamRing {
     }
 
     fn push_bounded(&mut self, chunk: RingChunk, max_lines: usize, max_bytes: usize) {
-        self.lines += chunk.ends.len();
+        self.lines += chunk.live();
         self.bytes += chunk.text.len();
         self.chunks.push_back(chunk);
         // Drop the oldest chunk while the rest still holds enough lines, or while over the byte
         // bound (but always keep the newest chunk).
         while let Some(front) = self.chunks.front() {
-            let enough_without = self.lines - front.ends.len() >= max_lines;
+            let enough_without = self.lines - front.live() >= max_lines;
             if self.chunks.len() == 1 || !(enough_without || self.bytes > max_bytes) {
                 break;
             }
-            self.lines -= front.ends.len();
+            self.lines -= front.live();
             self.bytes -= front.text.len();
             self.chunks.pop_front();
+        }
+        // Then hide the surplus at the front of the oldest chunk, for an exact line count.
+        if let Some(front) = self.chunks.front_mut() {
+            let surplus = self.lines.saturating_sub(max_lines).min(front.live());
+            front.first += surplus;
+            self.lines -= surplus;
         }
     }
 
@@ -81,7 +94,7 @@ impl StreamRing {
     fn last(&self, n: usize) -> Vec<(u64, usize, u64, &[u8])> {
         let mut out = Vec::new();
         'chunks: for c in self.chunks.iter().rev() {
-            for i in (0..c.ends.len()).rev() {
+            for i in (c.first..c.ends.len()).rev() {
                 if out.len() == n {
                     break 'chunks;
                 }
@@ -165,9 +178,8 @@ mod tests {
         let mut r = StreamRing::default();
         for seq in 0..100 {
             r.push_bounded(chunk(seq, &["aaaa", "bbbb", "cccc"]), 10, 1000);
-            assert!(r.lines >= 10.min(3 * (seq as usize + 1)));
-            // At most the bound plus the newest chunk.
-            assert!(r.lines < 10 + 3, "{} lines", r.lines);
+            assert_eq!(r.lines, 10.min(3 * (seq as usize + 1)));
+            assert!(r.chunks.len() <= 5);
         }
         let last = r.last(4);
         let texts: Vec<&[u8]> = last.iter().map(|l| l.3).collect();
@@ -193,7 +205,15 @@ mod tests {
         for seq in 0..5000 {
             r.push(chunk(seq, &["0123456789"; 7]));
         }
-        assert!(r.lines >= RING_LINES && r.lines < RING_LINES + 7);
+        assert_eq!(r.lines, RING_LINES);
+        // One big chunk: exact count, all memory in one chunk.
+        let mut big = RingChunk::new(0, 0, 0);
+        for _ in 0..3000 {
+            big.push(b"l");
+        }
+        r.push(big);
+        assert_eq!(r.lines, RING_LINES);
+        assert_eq!(r.last(5000).len(), RING_LINES);
         assert!(r.bytes <= RING_BYTES + 70);
     }
 
