@@ -437,6 +437,7 @@ impl Supervisor {
                         app: Arc::from(spec.name.as_str()),
                         pm_id: id,
                         instance: inj.index,
+                        instances: spec.instances,
                         files: spec.logs.clone(),
                     };
                     self.logs.attach(src, out, err);
