@@ -434,6 +434,7 @@ fn restart_policy() {
         [0, 3]
     );
     assert!(one_err("autorestart: maybe").contains("use true or false"));
+    assert!(one_err("autostart: 1").contains("use true or false"));
     assert!(one_err("max_restarts: -1").contains("not a count"));
     assert!(one_err("min_uptime: 50").contains("minimum of 100 ms"));
     assert!(one_err("restart_delay: soon").contains("not a duration"));

@@ -119,6 +119,7 @@ pub fn load(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Loaded, 
 /// Reads an apps file and returns it as pmi's canonical YAML: the same apps with pm2's field
 /// names (aliases and camelCase resolved), values as written, `env` blocks kept. Nothing is
 /// resolved against this machine, so a file can be converted where its scripts do not exist.
+/// `opts` does not change the output: every `env_<NAME>` block is kept, whatever `--env` says.
 pub fn convert(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<String, ConfigError> {
     let _ = opts;
     let parsed = source::read(path, base_dir)?;

@@ -568,6 +568,9 @@ impl Validator<'_> {
         let shutdown_with_message = self
             .field(raw, "shutdown_with_message", |_, n| units::boolean(n))
             .unwrap_or(false);
+        let autostart = self
+            .field(raw, "autostart", |_, n| units::boolean(n))
+            .unwrap_or(true);
         let deps = self
             .field(raw, "depends_on", |_, n| depends_on(n))
             .unwrap_or_default();
@@ -592,9 +595,7 @@ impl Validator<'_> {
                 cwd,
                 instances,
                 exec_mode,
-                autostart: self
-                    .field(raw, "autostart", |_, n| units::boolean(n))
-                    .unwrap_or(true),
+                autostart,
                 restart,
                 kill_signal,
                 kill_timeout,
@@ -733,7 +734,15 @@ impl Validator<'_> {
         };
         let check = self.opts.check_scripts;
         if check && found.is_none() {
-            self.d.error(spos, lbl, skey, format!("script not found: {trimmed} is neither in {} nor on PATH; fix `script` or `cwd`", cwd.display()));
+            let msg = if trimmed.contains('/') {
+                format!(
+                    "script not found: {} does not exist; fix `script` or `cwd`",
+                    normalize(&in_cwd).display()
+                )
+            } else {
+                format!("script not found: '{trimmed}' is neither in {} nor on PATH; fix `script` or `cwd`", cwd.display())
+            };
+            self.d.error(spos, lbl, skey, msg);
             return None;
         }
         if let (true, Some(i)) = (check, &interpreter) {
