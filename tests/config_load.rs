@@ -580,7 +580,7 @@ fn filter_env_instance_var_increment_var_port() {
     assert_eq!(one("filter_env: false").filter_env, FilterEnv::None);
     assert_eq!(
         one("filter_env: SECRET").filter_env,
-        FilterEnv::Containing(vec!["SECRET".into()])
+        FilterEnv::Key("SECRET".into())
     );
     assert_eq!(
         one("filter_env: [AWS_, TOKEN]").filter_env,

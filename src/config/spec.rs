@@ -158,6 +158,8 @@ pub enum FilterEnv {
     All,
     /// Drop every inherited key that contains any of these strings.
     Containing(Vec<String>),
+    /// Drop exactly this key (pm2's string form).
+    Key(String),
 }
 
 #[derive(Debug, Clone, Serialize)]

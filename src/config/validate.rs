@@ -311,6 +311,10 @@ pub fn validate(
     let mut v = Validator {
         d: Diags::new(path),
         base_dir: normalize(base_dir),
+        file_dir: normalize(&base_dir.join(path))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| normalize(base_dir)),
         opts,
         cpus: None,
         users: None,
@@ -386,6 +390,9 @@ struct Place {
 struct Validator<'o> {
     d: Diags,
     base_dir: PathBuf,
+    /// The apps file's directory: where a relative script is looked for when it is not found
+    /// from the start directory and the app sets no `cwd`.
+    file_dir: PathBuf,
     opts: &'o LoadOptions,
     cpus: Option<u32>,
     users: Option<users::Db>,
@@ -726,7 +733,15 @@ impl Validator<'_> {
             None => interp::by_extension(trimmed, path_var, cwd),
         };
 
-        let in_cwd = cwd.join(trimmed);
+        let in_cwd = {
+            let c = cwd.join(trimmed);
+            let beside_file = self.file_dir.join(trimmed);
+            if !c.is_file() && cwd == self.base_dir && beside_file.is_file() {
+                beside_file
+            } else {
+                c
+            }
+        };
         let found = if in_cwd.is_file() {
             Some(normalize(&in_cwd))
         } else {
@@ -1255,7 +1270,7 @@ fn filter_env(n: &Node) -> Result<FilterEnv, String> {
         Value::Bool(false) => Ok(FilterEnv::None),
         // pm2 drops exactly the key named by a string; pmi drops every key containing it, as
         // for a list (a superset, and one rule to remember).
-        Value::Str(s) if !s.is_empty() => Ok(FilterEnv::Containing(vec![s.clone()])),
+        Value::Str(s) if !s.is_empty() => Ok(FilterEnv::Key(s.clone())),
         Value::Seq(_) => Ok(FilterEnv::Containing(units::words(n)?)),
         _ => Err(format!(
             "{} is not a filter; use true, a variable name, or a list of names",
