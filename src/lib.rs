@@ -15,3 +15,4 @@ pub mod run;
 pub mod single;
 pub mod status;
 pub mod supervisor;
+pub mod watch;

@@ -1,10 +1,128 @@
 //! Single-command mode (`pmi -- CMD ARGS`): tini's contract.
+//!
+//! The command inherits pmi's stdio and every fd pmi was given, leads its own process group (the
+//! terminal's foreground group when there is a terminal), and receives every forwardable signal
+//! as pmi receives it. pmi exits with the command's code (128+N for a signal) once the command's
+//! leftovers have been signalled and reaped. Invariant: pmi never escalates against the command
+//! itself unless `--kill-timeout` is given.
 
 use std::ffi::OsString;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use signal_hook_tokio::Signals;
+use tokio::time::{sleep_until, Instant};
 
 use crate::cli::SupervisorOpts;
+use crate::exit;
+use crate::os::reap::{reap_all, ExitStatus};
+use crate::os::signals;
+use crate::os::spawn::{spawn, SpawnRequest, Streams};
+use crate::os::{pid1, strays};
+use crate::run::err_line;
+
+/// Grace period for the command's leftovers when `--kill-timeout` is not given (pm2's default).
+const DEFAULT_GRACE: Duration = Duration::from_millis(1600);
 
 pub fn run(command: Vec<OsString>, opts: &SupervisorOpts) -> i32 {
-    let _ = (command, opts);
-    todo!()
+    let stray_signal = match opts.kill_signal.as_deref().map(signals::parse) {
+        None => libc::SIGTERM,
+        Some(Some(s)) => s,
+        Some(None) => {
+            err_line("pmi: --kill-signal: not a signal name or number (e.g. TERM, SIGINT, 15)");
+            return exit::USAGE;
+        }
+    };
+    let kill_timeout = opts.kill_timeout.map(Duration::from_millis);
+    let p1 = pid1::setup(false);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            err_line(&format!("pmi: cannot start the runtime: {e}"));
+            return exit::INTERNAL;
+        }
+    };
+    rt.block_on(supervise(command, p1, stray_signal, kill_timeout))
+}
+
+async fn supervise(
+    command: Vec<OsString>,
+    p1: pid1::Pid1,
+    stray_signal: i32,
+    kill_timeout: Option<Duration>,
+) -> i32 {
+    // Handlers first: a signal that arrives before them is lost as PID 1, fatal otherwise.
+    let mut sigs = match Signals::new(signals::handled()) {
+        Ok(s) => s,
+        Err(e) => {
+            err_line(&format!("pmi: cannot register signal handlers: {e}"));
+            return exit::INTERNAL;
+        }
+    };
+    if !p1.reaps_orphans {
+        err_line(
+            "pmi: warning: not PID 1 and could not become a subreaper: orphans will not be reaped",
+        );
+    }
+    let req = SpawnRequest {
+        argv: &command,
+        cwd: &p1.start_dir,
+        env: std::env::vars_os().collect(),
+        streams: Streams::Inherit,
+        uid: None,
+        gid: None,
+        groups: &[],
+    };
+    let child = match spawn(&req) {
+        Ok(c) => c.pid,
+        Err(e) => {
+            err_line(&format!("pmi: {e}"));
+            return e.code;
+        }
+    };
+    let mut status: Option<ExitStatus> = None;
+    let mut kill_at: Option<Instant> = None;
+    while status.is_none() {
+        tokio::select! {
+            s = sigs.next() => {
+                let Some(sig) = s else { break };
+                match sig {
+                    libc::SIGCHLD => {
+                        status = reap_all().exits.into_iter().find(|(p, _)| *p == child).map(|(_, s)| s);
+                    }
+                    // tini's choice: pmi must not be stopped while it hands over the terminal.
+                    libc::SIGTTIN | libc::SIGTTOU => {}
+                    _ => {
+                        signals::kill_pid(child, sig);
+                        let stopping = sig == libc::SIGTERM || sig == libc::SIGINT;
+                        if let (true, Some(t), None) = (stopping, kill_timeout, kill_at) {
+                            kill_at = Some(Instant::now() + t);
+                        }
+                    }
+                }
+            }
+            _ = async { if let Some(t) = kill_at { sleep_until(t).await } }, if kill_at.is_some() => {
+                err_line("pmi: the command did not exit within --kill-timeout after the stop signal: sending SIGKILL");
+                signals::kill_pid(child, libc::SIGKILL);
+                kill_at = None;
+            }
+        }
+    }
+    let grace = kill_timeout.unwrap_or(DEFAULT_GRACE);
+    strays::terminate(
+        &mut sigs,
+        stray_signal,
+        grace,
+        p1.is_pid1,
+        &[child],
+        |_, _| {},
+    )
+    .await;
+    match status {
+        Some(s) => s.shell_code() & 0xff,
+        None => exit::INTERNAL,
+    }
 }

@@ -4,6 +4,8 @@
 //! what to do; these functions do it and report the outcome as data.
 
 pub mod pid1;
+pub mod proc;
 pub mod reap;
 pub mod signals;
 pub mod spawn;
+pub mod strays;

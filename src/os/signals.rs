@@ -118,6 +118,10 @@ pub fn prepare_process() {
 
 /// Sends `sig` to the process group `pgid`. A group that is gone is not an error.
 pub fn kill_group(pgid: i32, sig: i32) -> bool {
+    // -0 is pmi's own group and -1 is every process: never a target here.
+    if pgid <= 1 {
+        return false;
+    }
     // SAFETY: plain syscall wrapper.
     let r = unsafe { libc::kill(-pgid, sig) };
     r == 0
@@ -132,6 +136,9 @@ pub fn kill_pid(pid: i32, sig: i32) -> bool {
 
 /// Whether the process group `pgid` still has a member.
 pub fn group_alive(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
     // SAFETY: signal 0 only checks for existence.
     let r = unsafe { libc::kill(-pgid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)

@@ -27,7 +27,7 @@ pub enum Streams {
 /// Everything needed to start one process.
 #[derive(Debug)]
 pub struct SpawnRequest<'a> {
-    pub argv: &'a [String],
+    pub argv: &'a [OsString],
     pub cwd: &'a Path,
     /// The complete environment of the child (nothing else is inherited).
     pub env: Vec<(OsString, OsString)>,
@@ -61,6 +61,7 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
             message: "empty command".into(),
         });
     };
+    let program_name = program.to_string_lossy().into_owned();
     let mut cmd = Command::new(program);
     cmd.args(&req.argv[1..]);
     cmd.current_dir(req.cwd);
@@ -88,7 +89,7 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     unsafe {
         cmd.pre_exec(move || child_setup(foreground, uid, gid, &groups));
     }
-    let mut child = cmd.spawn().map_err(|e| exec_error(program, &e))?;
+    let mut child = cmd.spawn().map_err(|e| exec_error(&program_name, &e))?;
     let pid = child.id() as i32;
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);

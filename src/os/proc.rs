@@ -1,0 +1,83 @@
+//! Reading /proc: the memory and CPU time of an instance's whole process group.
+//!
+//! Invariant: read-only and best effort; a process that vanishes mid-read is simply skipped.
+
+/// Fields of /proc/PID/stat that pmi uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub pgrp: i32,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size, in pages.
+    pub rss_pages: u64,
+}
+
+/// Parses one /proc/PID/stat line (the command name may hold spaces and parentheses).
+pub fn parse_stat(line: &str) -> Option<Stat> {
+    let rest = &line[line.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) ... rss(21).
+    Some(Stat {
+        pgrp: f.get(2)?.parse().ok()?,
+        cpu_ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+        rss_pages: f.get(21)?.parse().ok()?,
+    })
+}
+
+/// Every process's stat, for callers that aggregate by group.
+pub fn all_stats() -> Vec<Stat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| parse_stat(&s))
+        .collect()
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
+/// Resident memory of every process in group `pgid`, in bytes.
+pub fn group_rss(pgid: i32) -> u64 {
+    let pages: u64 = all_stats()
+        .iter()
+        .filter(|s| s.pgrp == pgid)
+        .map(|s| s.rss_pages)
+        .sum();
+    pages * page_size()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_with_spaces_and_parens() {
+        let line = "42 (my (odd) app) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000000 250 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.pgrp, 42);
+        assert_eq!(s.cpu_ticks, 10);
+        assert_eq!(s.rss_pages, 250);
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn own_group_has_memory() {
+        // SAFETY: getpgrp has no preconditions.
+        let g = unsafe { libc::getpgrp() };
+        assert!(group_rss(g) > 0);
+    }
+}

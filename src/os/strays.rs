@@ -1,0 +1,95 @@
+//! The last step before pmi exits: every process still alive gets a signal, then SIGKILL after a
+//! grace period, and everything is reaped, because the kernel SIGKILLs the whole namespace the
+//! moment PID 1 exits and nobody would get a graceful stop.
+//!
+//! Invariant: returns only once pmi has no child left, or after the SIGKILL phase has had a
+//! bounded time to finish (a process stuck in the kernel must not hang pmi forever).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use signal_hook_tokio::Signals;
+use tokio::time::{sleep_until, Instant};
+
+use super::pid1;
+use super::reap::{reap_all, ExitStatus};
+use super::signals::{kill_group, kill_pid};
+
+/// How long pmi waits for SIGKILLed processes to be reaped before it exits anyway.
+const AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// What happened to the strays.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StrayReport {
+    /// Processes were still alive when the grace period ended.
+    pub killed: bool,
+}
+
+/// Signals every remaining process (`sig`, then SIGKILL after `grace`) and reaps it. As PID 1
+/// that is `kill(-1)`, the whole namespace; as a subreaper only pmi's children and `groups`
+/// (so a developer's machine is never hit). `on_exit` sees every status reaped here.
+pub async fn terminate(
+    signals: &mut Signals,
+    sig: i32,
+    grace: Duration,
+    is_pid1: bool,
+    groups: &[i32],
+    mut on_exit: impl FnMut(i32, ExitStatus),
+) -> StrayReport {
+    let mut report = StrayReport::default();
+    let reap = |on_exit: &mut dyn FnMut(i32, ExitStatus)| {
+        let r = reap_all();
+        for (pid, st) in r.exits {
+            on_exit(pid, st);
+        }
+        r.no_children
+    };
+    if reap(&mut on_exit) {
+        return report;
+    }
+    send_all(sig, is_pid1, groups);
+    for (phase_deadline, next_sig) in [
+        (Instant::now() + grace, Some(libc::SIGKILL)),
+        (Instant::now() + grace + AFTER_KILL, None),
+    ] {
+        loop {
+            tokio::select! {
+                s = signals.next() => {
+                    if s.is_none() {
+                        break;
+                    }
+                    // Only SIGCHLD matters now; other signals are dropped during the last step.
+                    if reap(&mut on_exit) {
+                        return report;
+                    }
+                }
+                _ = sleep_until(phase_deadline) => break,
+            }
+        }
+        if reap(&mut on_exit) {
+            return report;
+        }
+        match next_sig {
+            Some(k) => {
+                report.killed = true;
+                send_all(k, is_pid1, groups);
+            }
+            None => break,
+        }
+    }
+    report
+}
+
+fn send_all(sig: i32, is_pid1: bool, groups: &[i32]) {
+    if is_pid1 {
+        // Every process of the namespace but pmi itself.
+        kill_pid(-1, sig);
+        return;
+    }
+    for g in groups {
+        kill_group(*g, sig);
+    }
+    for c in pid1::children() {
+        kill_pid(c, sig);
+    }
+}

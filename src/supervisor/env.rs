@@ -1,0 +1,75 @@
+//! The environment of one instance: pmi's own (minus `filter_env`), then the app's `env` (with
+//! `env_<NAME>` already merged by config), then the variables pmi injects.
+//!
+//! Invariant: pure; the whole config is never passed through the environment (pm2 does that and
+//! leaks every setting into every app).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+use crate::config::{AppSpec, ExecMode, FilterEnv};
+
+/// What pmi tells each instance about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Injected {
+    pub pm_id: u32,
+    pub index: u32,
+    pub restarts: u32,
+}
+
+pub fn instance_env(
+    base: &[(OsString, OsString)],
+    app: &AppSpec,
+    inj: Injected,
+) -> Vec<(OsString, OsString)> {
+    let mut env: BTreeMap<OsString, OsString> = base
+        .iter()
+        .filter(|(k, _)| keep_inherited(&app.filter_env, &k.to_string_lossy()))
+        .cloned()
+        .collect();
+    let mut set = |k: &str, v: String| {
+        env.insert(OsString::from(k), OsString::from(v));
+    };
+    for (k, v) in &app.env {
+        set(k, v.clone());
+    }
+    set("name", app.name.clone());
+    set("namespace", app.namespace.clone());
+    set("pm_id", inj.pm_id.to_string());
+    set(&app.instance_var, inj.index.to_string());
+    set("instances", app.instances.to_string());
+    let mode = match app.exec_mode {
+        ExecMode::Fork => "fork_mode",
+        ExecMode::Cluster => "cluster_mode",
+    };
+    set("exec_mode", mode.to_string());
+    set("restart_time", inj.restarts.to_string());
+    if let Some(var) = &app.increment_var {
+        let start: i64 = app
+            .env
+            .get(var)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        set(var, (start + inj.index as i64).to_string());
+    }
+    if let Some(port) = app.port {
+        set("PORT", port.to_string());
+    }
+    let python = app
+        .interpreter
+        .as_deref()
+        .map(|i| i.rsplit('/').next().unwrap_or(i).starts_with("python"))
+        .unwrap_or(false);
+    if python {
+        set("PYTHONUNBUFFERED", "1".to_string());
+    }
+    env.into_iter().collect()
+}
+
+fn keep_inherited(filter: &FilterEnv, key: &str) -> bool {
+    match filter {
+        FilterEnv::None => true,
+        FilterEnv::All => false,
+        FilterEnv::Containing(parts) => !parts.iter().any(|p| key.contains(p.as_str())),
+    }
+}
