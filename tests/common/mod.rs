@@ -135,6 +135,15 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     out
 }
 
+/// Zombies among the descendants of `pid`.
+pub fn zombies_under(pid: i32) -> usize {
+    descendants(pid)
+        .into_iter()
+        .filter_map(proc_info)
+        .filter(|p| p.state == 'Z')
+        .count()
+}
+
 fn exe_of(pid: i32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
@@ -370,6 +379,7 @@ pub fn apps_yaml(apps: &[App]) -> String {
 
 /// How to start pmi.
 pub struct Launch {
+    program: PathBuf,
     dir: PathBuf,
     pid1: bool,
     args: Vec<OsString>,
@@ -388,6 +398,7 @@ impl Launch {
         S: AsRef<OsStr>,
     {
         Launch {
+            program: pmi_bin(),
             dir: sb.path.clone(),
             pid1,
             args: args.into_iter().map(|a| a.as_ref().to_owned()).collect(),
@@ -411,7 +422,8 @@ impl Launch {
         self
     }
 
-    /// Signals set to SIG_IGN in the launcher before pmi is exec'd (they survive exec).
+    /// Signals set to SIG_IGN in the launcher before pmi is exec'd (they survive exec). Any number
+    /// 1-64 but KILL/STOP, the libc-reserved 32-34 included.
     pub fn ignore(mut self, sigs: &[i32]) -> Launch {
         self.ignore.extend_from_slice(sigs);
         self
@@ -429,6 +441,12 @@ impl Launch {
         self
     }
 
+    /// Runs this program instead of pmi (control experiments: what the launcher gives a program).
+    pub fn program(mut self, p: &str) -> Launch {
+        self.program = fs::canonicalize(p).unwrap_or_else(|_| p.into());
+        self
+    }
+
     /// Overrides the per-run watchdog (scaled).
     pub fn watchdog(mut self, s: f64) -> Launch {
         self.watchdog = secs(s);
@@ -436,7 +454,7 @@ impl Launch {
     }
 
     pub fn start(self) -> Pmi {
-        let pmi = pmi_bin();
+        let pmi = self.program.clone();
         let tag = format!(
             "{}",
             std::time::SystemTime::now()
@@ -507,8 +525,16 @@ impl Launch {
                     libc::sigaddset(&mut set, *s);
                 }
                 libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                // The raw system call, so that libc-reserved signals (32-34) can be set too.
+                let act: [u64; 4] = [libc::SIG_IGN as u64, 0, 0, 0];
                 for s in &ignore {
-                    libc::signal(*s, libc::SIG_IGN);
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        *s,
+                        act.as_ptr(),
+                        std::ptr::null_mut::<u64>(),
+                        8usize,
+                    );
                 }
                 Ok(())
             });
@@ -717,10 +743,7 @@ impl Pmi {
 
     /// Zombies among pmi's descendants (for PID 1: every zombie of the namespace but pmi).
     pub fn zombies(&self) -> usize {
-        self.descendants()
-            .iter()
-            .filter(|p| p.state == 'Z')
-            .count()
+        zombies_under(self.pid)
     }
 
     /// Runs a command inside pmi's PID and mount namespaces, as `docker exec` does.
