@@ -278,6 +278,26 @@ impl Sandbox {
         Launch::new(self, false, args)
     }
 
+    /// Writes `apps.yaml` and configures `pmi [FLAGS] apps.yaml`, as PID 1 or plainly.
+    pub fn apps_launch(&self, pid1: bool, apps: &[App], flags: &[&str]) -> Launch {
+        let file = self.apps(apps);
+        let mut args: Vec<OsString> = flags.iter().map(OsString::from).collect();
+        args.push(file.into_os_string());
+        Launch::new(self, pid1, args)
+    }
+
+    /// Starts `pmi [FLAGS] apps.yaml` as PID 1.
+    pub fn start_apps(&self, apps: &[App], flags: &[&str]) -> Pmi {
+        self.apps_launch(true, apps, flags).start()
+    }
+
+    /// Waits until every one of these sandbox files exists (readiness files written by apps).
+    pub fn wait_files(&self, pmi: &mut Pmi, names: &[&str]) {
+        for n in names {
+            pmi.wait_for(&format!("file {n}"), wait_time(), || self.exists(n));
+        }
+    }
+
     /// Runs pmi plainly to completion (`check`, usage errors, a short apps run) and returns its
     /// exit code and output.
     pub fn run_pmi<I, S>(&self, args: I) -> Ran
