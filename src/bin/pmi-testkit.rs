@@ -17,7 +17,7 @@
 //! | `exit-after MS CODE` | sleeps MS milliseconds, exits with CODE |
 //! | `sleep [SECS]` | sleeps SECS (fractional), or forever |
 //! | `kill-self SIG` | dies by SIG (default disposition, unblocked, no core dump) |
-//! | `sigecho FILE [--exit-on SIG]... [--exit-delay MS] [--group-child FILE2]` | blocks every signal, writes `ready`, then one line per received signal (name without `SIG`, or `SIG<n>` for real-time signals; SIGCHLD is not recorded); on an `--exit-on` signal waits MS, writes `bye` and exits 0. `--group-child` first forks a child in the same process group doing the same into FILE2 |
+//! | `sigecho FILE [--exit-on SIG]... [--exit-delay MS] [--group-child FILE2 [--child-exit-delay MS]]` | blocks every signal, writes `ready`, then one line per received signal (name without `SIG`, or `SIG<n>` for real-time signals; SIGCHLD is not recorded); on an `--exit-on` signal waits MS, writes `bye` and exits 0. `--group-child` first forks a child in the same process group doing the same into FILE2 (with its own exit delay if given) |
 //! | `sigconf [CHAIN]` | prints SigBlk/SigIgn/SigCgt of /proc/self/status, `fds: 0 1 2 ...`, `cwd: PATH`, `ids: pid=P pgid=G sid=S`; chain default `exit 0` |
 //! | `orphans N [CHAIN]` | an intermediate process forks N children that exit at once, waits until all are zombies, exits; they are re-parented to the reaper. Chain default `exit 0` |
 //! | `spawn-orphan SECS FILE [CHAIN]` | double-forks a sleeper (comm `tk-orphan`) that writes `ppid=N` to FILE once re-parented, sleeps SECS and exits. Chain default `exit 0` |
@@ -322,12 +322,14 @@ fn sigecho(r: &[String]) -> i32 {
         exit_delay_ms: 0,
     };
     let mut group_child = None;
+    let mut child_delay = None;
     let mut i = 1;
     while i < r.len() {
         match r[i].as_str() {
             "--exit-on" => cfg.exit_on.push(parse_signal(arg(r, i + 1, "signal"))),
             "--exit-delay" => cfg.exit_delay_ms = num(arg(r, i + 1, "ms"), "ms"),
             "--group-child" => group_child = Some(arg(r, i + 1, "file").to_string()),
+            "--child-exit-delay" => child_delay = Some(num(arg(r, i + 1, "ms"), "ms")),
             other => die(&format!("sigecho: unknown option {other:?}")),
         }
         i += 2;
@@ -337,6 +339,7 @@ fn sigecho(r: &[String]) -> i32 {
     if let Some(f) = group_child {
         if fork() == 0 {
             cfg.file = f;
+            cfg.exit_delay_ms = child_delay.unwrap_or(cfg.exit_delay_ms);
             sigecho_loop(&cfg, &all);
         }
     }
