@@ -29,12 +29,13 @@
 //! | `record-start FILE [CHAIN]` | appends `<unix-ms> <pid>` to FILE; chain default `sleep` |
 //! | `echo TEXT [CHAIN]`, `echo-err TEXT [CHAIN]` | prints TEXT and a newline on stdout (stderr); chain default `exit 0` |
 //! | `bg CHAIN1... :: CHAIN2...` | blocks every signal, forks a background child (same process group) that runs CHAIN1 with all signals still blocked; the parent restores its mask and runs CHAIN2 |
-#![no_main]
+// `cargo test` builds this binary with the test harness too: keep the harness's `main` then.
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code))]
 
-use std::ffi::CStr;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::raw::{c_char, c_int};
+use std::os::raw::c_int;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
@@ -43,12 +44,13 @@ use nix::sys::signal::Signal;
 ///
 /// # Safety
 /// Called by the C runtime with a valid argv of argc entries.
+#[cfg(not(test))]
 #[no_mangle]
-pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn main(argc: c_int, argv: *const *const std::os::raw::c_char) -> c_int {
     let args: Vec<String> = (1..argc.max(1) as usize)
         .map(|i| {
             // SAFETY: the C runtime passes argc valid NUL-terminated strings.
-            unsafe { CStr::from_ptr(*argv.add(i)) }
+            unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) }
                 .to_string_lossy()
                 .into_owned()
         })

@@ -148,10 +148,19 @@ fn exe_of(pid: i32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// Signals one process. Never a group or "every process" (pid <= 0 is refused).
 fn kill(pid: i32, sig: i32) {
     if pid > 0 {
         // SAFETY: sending a signal has no memory-safety preconditions.
         unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Signals the process group led by `pgid` (a process the harness started with its own group).
+fn kill_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: as above.
+        unsafe { libc::kill(-pgid, sig) };
     }
 }
 
@@ -175,7 +184,7 @@ fn kill_plain_tree(pmi: i32) {
 /// Kills a PID-1 pmi (the kernel then kills its whole namespace) and the unshare process group.
 fn kill_pid1_tree(unshare: i32, pmi: i32) {
     kill(pmi, libc::SIGKILL);
-    kill(-unshare, libc::SIGKILL);
+    kill_group(unshare, libc::SIGKILL);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,38 +573,41 @@ impl Launch {
         drop(closed_pipe_writer);
         drop(extra);
         let root = child.id() as i32;
+        // pmi's host pid: unshare's child once it has exec'd pmi. A very short run may be over
+        // before it is seen; then the status is all there is.
+        let mut early_status = None;
         let pid = if self.pid1 {
             let deadline = wait_time();
-            let mut found = None;
             let begin = Instant::now();
-            while found.is_none() {
-                found = children_of(root)
+            loop {
+                if let Some(p) = children_of(root)
                     .into_iter()
-                    .find(|c| exe_of(*c).as_deref() == Some(pmi.as_path()));
-                if found.is_some() {
-                    break;
+                    .find(|c| exe_of(*c).as_deref() == Some(pmi.as_path()))
+                {
+                    break p;
                 }
                 if let Ok(Some(st)) = child.try_wait() {
-                    panic!(
-                        "unshare exited ({st}) before pmi started; stderr: {}",
-                        fs::read_to_string(&err).unwrap_or_default()
-                    );
+                    early_status = Some(st);
+                    break -1;
                 }
                 if begin.elapsed() > deadline {
-                    kill(-root, libc::SIGKILL);
+                    kill_group(root, libc::SIGKILL);
                     let _ = child.wait();
                     panic!("pmi did not appear under unshare within {deadline:?}");
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(1));
             }
-            found.expect("found")
         } else {
             root
         };
         let fired = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<()>();
         let (pid1, limit, f2) = (self.pid1, self.watchdog, fired.clone());
+        let armed = early_status.is_none();
         std::thread::spawn(move || {
+            if !armed {
+                return;
+            }
             if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
                 f2.store(true, Ordering::SeqCst);
                 eprintln!("[harness] watchdog: pmi run exceeded {limit:?}; killing everything");
@@ -612,7 +624,7 @@ impl Launch {
             pid1: self.pid1,
             out,
             err,
-            status: None,
+            status: early_status,
             started,
             watchdog_stop: Some(tx),
             watchdog_fired: fired,
@@ -637,7 +649,11 @@ pub struct Pmi {
 impl Pmi {
     /// Sends a signal to pmi (from outside, as `docker kill -s` does).
     pub fn send(&self, sig: i32) {
-        assert!(self.status.is_none(), "pmi already exited");
+        assert!(
+            self.status.is_none() && self.pid > 0,
+            "pmi already exited{}",
+            self.context()
+        );
         kill(self.pid, sig);
     }
 
