@@ -538,7 +538,13 @@ impl Launch {
                 // Whatever the test process inherited (e.g. a jobserver) must not leak into pmi.
                 match extra_raw {
                     Some((src, n)) => {
-                        if libc::dup2(src, n) < 0 {
+                        // dup2 onto itself keeps O_CLOEXEC: clear the flag instead.
+                        let ok = if src == n {
+                            libc::fcntl(n, libc::F_SETFD, 0) >= 0
+                        } else {
+                            libc::dup2(src, n) >= 0
+                        };
+                        if !ok {
                             return Err(std::io::Error::last_os_error());
                         }
                         libc::syscall(libc::SYS_close_range, 3u32, (n - 1) as u32, 0u32);
