@@ -393,18 +393,31 @@ impl Supervisor {
     fn execute(&mut self, actions: Vec<Action>) -> Option<i32> {
         let mut queue = std::collections::VecDeque::from(actions);
         let mut finish = None;
-        while let Some(a) = queue.pop_front() {
-            match a {
-                Action::Spawn(id) => queue.extend(self.spawn(id)),
-                Action::KillGroup { pgid, sig } => {
-                    signals::kill_group(pgid, sig);
+        loop {
+            while let Some(a) = queue.pop_front() {
+                match a {
+                    Action::Spawn(id) => queue.extend(self.spawn(id)),
+                    Action::KillGroup { pgid, sig } => {
+                        signals::kill_group(pgid, sig);
+                    }
+                    Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
+                    Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
+                    Action::Finish { code } => finish = Some(code),
                 }
-                Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
-                Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
-                Action::Finish { code } => finish = Some(code),
+            }
+            // A stop completes when the stopped leader's whole group is gone. Its members are
+            // pmi's children by then (PID 1 or subreaper), so every change comes with a SIGCHLD
+            // and this check after each event needs no polling.
+            let now = Now::read();
+            for (id, pgid) in self.state.draining() {
+                if !signals::group_alive(pgid) {
+                    queue.extend(self.state.on_group_empty(id, now));
+                }
+            }
+            if queue.is_empty() {
+                return finish;
             }
         }
-        finish
     }
 
     fn spawn(&mut self, id: InstId) -> Vec<Action> {
