@@ -51,6 +51,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             }
         }
         Cmd::Check(c) => check(c),
+        Cmd::Convert(c) => convert(c),
         Cmd::Version => {
             out(&format!("pmi {}\n", env!("CARGO_PKG_VERSION")));
             exit::OK
@@ -64,6 +65,7 @@ fn check(c: cli::CheckArgs) -> i32 {
     let opts = crate::config::LoadOptions {
         env_name: c.env,
         only: c.only,
+        ..crate::config::LoadOptions::new()
     };
     match crate::config::load(&c.file, &base, &opts) {
         Ok(loaded) => {
@@ -85,6 +87,27 @@ fn check(c: cli::CheckArgs) -> i32 {
             } else {
                 out(&crate::config::summary(&loaded.spec));
             }
+            exit::OK
+        }
+        Err(e) => {
+            for d in &e.diagnostics {
+                err_line(&format!("error: {d}"));
+            }
+            exit::USAGE
+        }
+    }
+}
+
+fn convert(c: cli::ConvertArgs) -> i32 {
+    let base = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let opts = crate::config::LoadOptions {
+        env_name: c.env,
+        check_scripts: false,
+        ..crate::config::LoadOptions::new()
+    };
+    match crate::config::convert(&c.file, &base, &opts) {
+        Ok(yaml) => {
+            out(&yaml);
             exit::OK
         }
         Err(e) => {

@@ -62,9 +62,20 @@ pub struct Handle {
 /// Runs the apps of `file` until they are all done or pmi is told to stop. Returns the exit code.
 pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let kill_signal = match opts.kill_signal.as_deref().map(signals::parse) {
+        None => None,
+        Some(Some(s)) => Some(config::Signal(s)),
+        Some(None) => {
+            err_line("pmi: --kill-signal: not a signal name or number (e.g. TERM, SIGINT, 15)");
+            return exit::USAGE;
+        }
+    };
     let load_opts = LoadOptions {
         env_name: opts.env.clone(),
         only: opts.only.clone(),
+        kill_signal,
+        kill_timeout: opts.kill_timeout.map(Duration::from_millis),
+        ..LoadOptions::new()
     };
     let loaded = match config::load(file, &start_dir, &load_opts) {
         Ok(l) => l,
@@ -141,10 +152,7 @@ fn merge_settings(
     if opts.no_auto_exit {
         s.auto_exit = Some(false);
     }
-    if let Some(k) = &opts.kill_signal {
-        let sig = signals::parse(k).ok_or_else(|| {
-            format!("--kill-signal: '{k}' is not a signal name or number (e.g. TERM, SIGINT, 15)")
-        })?;
+    if let Some(sig) = opts.kill_signal.as_deref().and_then(signals::parse) {
         s.kill_signal = Some(config::Signal(sig));
     }
     if let Some(ms) = opts.kill_timeout {
@@ -393,18 +401,31 @@ impl Supervisor {
     fn execute(&mut self, actions: Vec<Action>) -> Option<i32> {
         let mut queue = std::collections::VecDeque::from(actions);
         let mut finish = None;
-        while let Some(a) = queue.pop_front() {
-            match a {
-                Action::Spawn(id) => queue.extend(self.spawn(id)),
-                Action::KillGroup { pgid, sig } => {
-                    signals::kill_group(pgid, sig);
+        loop {
+            while let Some(a) = queue.pop_front() {
+                match a {
+                    Action::Spawn(id) => queue.extend(self.spawn(id)),
+                    Action::KillGroup { pgid, sig } => {
+                        signals::kill_group(pgid, sig);
+                    }
+                    Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
+                    Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
+                    Action::Finish { code } => finish = Some(code),
                 }
-                Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
-                Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
-                Action::Finish { code } => finish = Some(code),
+            }
+            // A stop completes when the stopped leader's whole group is gone. Its members are
+            // pmi's children by then (PID 1 or subreaper), so every change comes with a SIGCHLD
+            // and this check after each event needs no polling.
+            let now = Now::read();
+            for (id, pgid) in self.state.draining() {
+                if !signals::group_alive(pgid) {
+                    queue.extend(self.state.on_group_empty(id, now));
+                }
+            }
+            if queue.is_empty() {
+                return finish;
             }
         }
-        finish
     }
 
     fn spawn(&mut self, id: InstId) -> Vec<Action> {
@@ -426,7 +447,7 @@ impl Supervisor {
             streams: Streams::Pipes,
             uid: spec.uid,
             gid: spec.gid,
-            groups: &[],
+            groups: &spec.groups,
         };
         match spawn(&req) {
             Ok(child) => {
@@ -437,6 +458,7 @@ impl Supervisor {
                         app: Arc::from(spec.name.as_str()),
                         pm_id: id,
                         instance: inj.index,
+                        instances: spec.instances,
                         files: spec.logs.clone(),
                     };
                     self.logs.attach(src, out, err);
