@@ -83,13 +83,17 @@ struct Pmi {
 
 impl Pmi {
     fn start(apps_yaml: &str) -> Pmi {
+        Pmi::start_with(apps_yaml, &[])
+    }
+
+    fn start_with(apps_yaml: &str, flags: &[&str]) -> Pmi {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let sock = dir.path().join("ctl").join("pmi.sock");
-        Pmi::start_at(apps_yaml, dir, sock)
+        Pmi::start_at(apps_yaml, dir, sock, flags)
     }
 
-    fn start_at(apps_yaml: &str, dir: tempfile::TempDir, sock: PathBuf) -> Pmi {
+    fn start_at(apps_yaml: &str, dir: tempfile::TempDir, sock: PathBuf, flags: &[&str]) -> Pmi {
         let apps = dir.path().join("apps.yaml");
         std::fs::write(&apps, apps_yaml).unwrap();
         let log = std::fs::File::create(dir.path().join(format!(
@@ -100,6 +104,7 @@ impl Pmi {
         let unshare = Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
             .arg(pmi_bin())
+            .args(flags)
             .arg("--socket")
             .arg(&sock)
             .arg(&apps)
@@ -255,11 +260,15 @@ fn every_verb_end_to_end() {
         return;
     }
     let secret_env = format!("    env:\n      SECRET_TOKEN: {SECRET}\n");
-    let pmi = Pmi::start(&apps(&[
-        sleeper("api", 2, ""),
-        sleeper("worker", 1, &secret_env),
-        sleeper("job", 1, "    autostart: false\n"),
-    ]));
+    // Without auto-exit, `stop all` leaves pmi running (with it, pmi would exit, as pm2-runtime).
+    let pmi = Pmi::start_with(
+        &apps(&[
+            sleeper("api", 2, ""),
+            sleeper("worker", 1, &secret_env),
+            sleeper("job", 1, "    autostart: false\n"),
+        ]),
+        &["--no-auto-exit"],
+    );
     let mut seen = String::new();
     wait_until("api and worker online", || {
         pmi.all_online("api", 2) && pmi.all_online("worker", 1)
@@ -408,6 +417,7 @@ fn every_verb_end_to_end() {
     assert!(pmi.instances().iter().all(|i| i.3 == "stopped"));
     pmi.ok(&["start", "all"]);
     assert!(pmi.instances().iter().all(|i| i.3 == "online"));
+    assert!(pmi.cli(&["health", "--ready"]).status.success());
 
     seen += &pmi.output();
     assert!(!seen.contains(SECRET), "the secret leaked");
@@ -603,6 +613,7 @@ fn unreachable_is_exit_3_within_a_second_and_a_live_socket_is_kept() {
         &apps(&[sleeper("first", 1, "")]),
         tempfile::tempdir().unwrap(),
         sock.clone(),
+        &[],
     );
     let dir2 = tempfile::tempdir().unwrap();
     let apps2 = dir2.path().join("apps.yaml");
@@ -643,6 +654,7 @@ fn unreachable_is_exit_3_within_a_second_and_a_live_socket_is_kept() {
         &apps(&[sleeper("next", 1, "")]),
         tempfile::tempdir().unwrap(),
         sock,
+        &[],
     );
     assert!(next.ok(&["status"]).contains("next"));
 }

@@ -216,7 +216,7 @@ impl Drop for Cleanup {
 /// What every connection shares.
 struct Ctx {
     handle: Handle,
-    sampler: Mutex<Sampler>,
+    sampler: Arc<Mutex<Sampler>>,
     group: Option<u32>,
     me: u32,
 }
@@ -242,7 +242,7 @@ pub async fn serve(listener: Listener, handle: Handle) {
     };
     let ctx = Arc::new(Ctx {
         handle,
-        sampler: Mutex::new(Sampler::default()),
+        sampler: Arc::new(Mutex::new(Sampler::default())),
         group: listener.group,
         me: nix::unistd::geteuid().as_raw(),
     });
@@ -434,10 +434,18 @@ fn snapshot(ctx: &Ctx) -> Arc<Snapshot> {
     ctx.handle.snapshot.borrow().clone()
 }
 
-fn usage(ctx: &Ctx, instances: &[&InstanceStatus], now: u64) -> HashMap<i32, Usage> {
+/// Samples /proc on the blocking pool, so that the supervisor's thread never waits for it.
+async fn usage(ctx: &Ctx, instances: &[&InstanceStatus], now: u64) -> HashMap<i32, Usage> {
     let groups = view::groups(instances);
-    let mut s = ctx.sampler.lock().unwrap_or_else(|e| e.into_inner());
-    s.sample(&groups, now)
+    if groups.is_empty() {
+        return HashMap::new();
+    }
+    let sampler = ctx.sampler.clone();
+    let read = move || {
+        let mut s = sampler.lock().unwrap_or_else(|e| e.into_inner());
+        s.sample(&groups, now)
+    };
+    tokio::task::spawn_blocking(read).await.unwrap_or_default()
 }
 
 /// The answer to one request (not `logs --follow`).
@@ -452,7 +460,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
                 Err(e) => return error(ErrorKind::UnknownTarget, e),
             };
             let now = now_ms();
-            let u = usage(ctx, &sel, now);
+            let u = usage(ctx, &sel, now).await;
             Response::Status(view::status_report(&snap, &sel, &u, now))
         }
         Request::Describe { target } => {
@@ -463,7 +471,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
                 Ok(s) => s,
                 Err(e) => return error(ErrorKind::UnknownTarget, e),
             };
-            let u = usage(ctx, &sel, now);
+            let u = usage(ctx, &sel, now).await;
             match view::describe(&snap, &t, &u, now) {
                 Ok(apps) => Response::Describe { apps },
                 Err(e) => error(ErrorKind::UnknownTarget, e),
@@ -645,9 +653,12 @@ async fn follow_logs<R, W>(
 }
 
 /// Adapter to the log pipeline (`LogHub::tail` / `LogHub::subscribe`): the one place that knows
-/// its types. Until the pipeline lands, there are no lines and the feed never yields.
+/// its types.
 mod logsrc {
+    use tokio::sync::broadcast;
+
     use super::{LogEntry, LogStream};
+    use crate::logs::{LogLine, Stream};
     use crate::supervisor::Handle;
 
     pub fn keep(e: &LogEntry, ids: Option<&[u32]>, stream: Option<LogStream>) -> bool {
@@ -672,21 +683,47 @@ mod logsrc {
         lines: usize,
         stream: Option<LogStream>,
     ) -> Vec<LogEntry> {
-        let _ = (&h.logs, ids, lines, stream);
-        Vec::new()
+        // The pipeline keeps `lines` per stream: with a stream filter, take all it kept.
+        let n = if stream.is_some() { usize::MAX } else { lines };
+        h.logs
+            .tail_where(|id, _| ids.is_none_or(|ids| ids.contains(&id)), n)
+            .into_iter()
+            .map(entry)
+            .filter(|e| stream.is_none_or(|s| s == e.stream))
+            .collect()
     }
 
-    pub struct Feed;
+    fn entry(l: LogLine) -> LogEntry {
+        LogEntry {
+            pm_id: l.pm_id,
+            app: l.app,
+            instance: l.instance,
+            stream: match l.stream {
+                Stream::Out => LogStream::Out,
+                Stream::Err => LogStream::Err,
+            },
+            ts_ms: l.ts_ms,
+            text: l.text,
+        }
+    }
+
+    pub struct Feed(broadcast::Receiver<LogLine>);
 
     pub fn subscribe(h: &Handle) -> Feed {
-        let _ = &h.logs;
-        Feed
+        Feed(h.logs.subscribe())
     }
 
     impl Feed {
-        /// The next line, `None` once the pipeline is gone.
+        /// The next line, `None` once the pipeline is gone. A follower that falls behind skips
+        /// the lines it missed.
         pub async fn next(&mut self) -> Option<LogEntry> {
-            std::future::pending().await
+            loop {
+                match self.0.recv().await {
+                    Ok(l) => return Some(entry(l)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
         }
     }
 }
