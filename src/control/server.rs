@@ -673,7 +673,17 @@ mod logsrc {
         stream: Option<LogStream>,
     ) -> Vec<LogEntry> {
         let all: Vec<LogEntry> = lines_of(h, ids, lines, stream);
-        let skip = all.len().saturating_sub(lines);
+        let mut skip = all.len().saturating_sub(lines);
+        // Keep the newest lines that fit in one frame.
+        let mut room = super::proto::MAX_FRAME - 64;
+        for (i, e) in all.iter().enumerate().skip(skip).rev() {
+            let len = serde_json::to_vec(e).map_or(usize::MAX, |v| v.len() + 1);
+            if len > room {
+                skip = i + 1;
+                break;
+            }
+            room -= len;
+        }
         all.into_iter().skip(skip).collect()
     }
 
