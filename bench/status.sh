@@ -31,7 +31,7 @@ done
 "$PMI" status
 
 if command -v hyperfine >/dev/null 2>&1; then
-  hyperfine -N --warmup 20 --runs 300 "$PMI status" "$PMI status --json" "$PMI health"
+  hyperfine -N --warmup 20 --runs 300 --export-json "$DIR/h.json" "$PMI status" "$PMI status --json" "$PMI health"
 else
   for cmd in "status" "status --json" "health"; do
     n=300; : > "$DIR/t"
@@ -41,4 +41,7 @@ else
     done
     echo "pmi $cmd: median $(sort -n "$DIR/t" | sed -n 150p) µs over 300 runs"
   done
+fi
+if [ -f "$DIR/h.json" ]; then
+  python3 -c 'import json,sys; [print("%-45s median %.2f ms" % (r["command"].split("/")[-1], r["median"]*1000)) for r in json.load(open(sys.argv[1]))["results"]]' "$DIR/h.json" 2>/dev/null || true
 fi
