@@ -62,13 +62,9 @@ pub struct Handle {
 /// Runs the apps of `file` until they are all done or pmi is told to stop. Returns the exit code.
 pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let kill_signal = match opts.kill_signal.as_deref().map(signals::parse) {
-        None => None,
-        Some(Some(s)) => Some(config::Signal(s)),
-        Some(None) => {
-            err_line("pmi: --kill-signal: not a signal name or number (e.g. TERM, SIGINT, 15)");
-            return exit::USAGE;
-        }
+    let kill_signal = match crate::run::kill_signal(&opts) {
+        Ok(s) => s.map(config::Signal),
+        Err(code) => return code,
     };
     let load_opts = LoadOptions {
         env_name: opts.env.clone(),
@@ -100,15 +96,9 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     let format = settings.log_format.unwrap_or_default();
     crate::logs::init_tracing(format, opts.verbose);
     let p1 = pid1::setup(true);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::run::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            err_line(&format!("pmi: cannot start the runtime: {e}"));
-            return exit::INTERNAL;
-        }
+        Err(code) => return code,
     };
     let apps: Vec<Arc<config::AppSpec>> = loaded.spec.apps.into_iter().map(Arc::new).collect();
     let file_name = loaded.spec.file.display().to_string();

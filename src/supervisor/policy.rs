@@ -696,6 +696,15 @@ mod tests {
         State::new(apps.into_iter().map(Arc::new).collect(), true, now)
     }
 
+    /// A state whose autostart instances run, and the last pid handed out.
+    fn started(apps: Vec<AppSpec>, now: Now) -> (State, i32) {
+        let mut st = state(apps, now);
+        let mut pid = 100;
+        let acts = st.on_start(now);
+        run(&mut st, acts, now, &mut pid);
+        (st, pid)
+    }
+
     /// Carries out spawns with made-up pids, as the supervisor loop would.
     fn run(st: &mut State, actions: Vec<Action>, now: Now, next_pid: &mut i32) -> Vec<Action> {
         let mut rest = Vec::new();
@@ -748,10 +757,7 @@ mod tests {
         let mut c = Clock::new();
         let mut a = app("api");
         a.restart.max_restarts = 3;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 100;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, mut pid) = started(vec![a], c.0);
         let mut runs = 1;
         loop {
             let now = c.advance(10);
@@ -778,10 +784,7 @@ mod tests {
         let mut c = Clock::new();
         let mut a = app("api");
         a.restart.max_restarts = 2;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, mut pid) = started(vec![a], c.0);
         for _ in 0..5 {
             let now = c.advance(1500);
             let acts = exit(pid_of(&st, 0), ExitStatus::Code(1), now, &mut st);
@@ -799,10 +802,7 @@ mod tests {
         a.restart.stop_exit_codes = vec![0];
         let mut b = app("other");
         b.restart.stop_exit_codes = vec![0];
-        let mut st = state(vec![a, b], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a, b], c.0);
         let now = c.advance(2000);
         let acts = exit(pid_of(&st, 0), ExitStatus::Code(0), now, &mut st);
         assert!(!acts.contains(&Action::Spawn(0)));
@@ -824,10 +824,7 @@ mod tests {
         let mut c = Clock::new();
         let mut a = app("api");
         a.restart.restart_delay = Duration::from_millis(500);
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a], c.0);
         let now = c.advance(2000);
         let acts = exit(pid_of(&st, 0), ExitStatus::Code(1), now, &mut st);
         assert!(!acts.contains(&Action::Spawn(0)));
@@ -847,10 +844,7 @@ mod tests {
         let mut a = app("api");
         a.restart.exp_backoff_restart_delay = Some(Duration::from_millis(100));
         a.restart.max_restarts = 100;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, mut pid) = started(vec![a], c.0);
         let mut delays = Vec::new();
         for _ in 0..4 {
             let now = c.advance(10);
@@ -877,10 +871,7 @@ mod tests {
         a.kill_signal = Signal(libc::SIGTERM);
         a.kill_timeout = Duration::from_millis(1000);
         let b = app("web");
-        let mut st = state(vec![a, b], c.0);
-        let mut pid = 10;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a, b], c.0);
         let (p0, p1) = (pid_of(&st, 0), pid_of(&st, 1));
         let acts = st.on_signal(libc::SIGTERM, c.0);
         assert!(acts.contains(&Action::KillGroup {
@@ -909,10 +900,7 @@ mod tests {
     #[test]
     fn cooperative_shutdown_exits_0_and_never_restarts() {
         let mut c = Clock::new();
-        let mut st = state(vec![app("a")], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![app("a")], c.0);
         st.on_signal(libc::SIGINT, c.0);
         let acts = exit(pid_of(&st, 0), ExitStatus::Code(130), c.advance(5), &mut st);
         assert!(!acts.contains(&Action::Spawn(0)));
@@ -928,10 +916,7 @@ mod tests {
         b.restart.autorestart = false;
         let mut ok = app("ok");
         ok.restart.autorestart = false;
-        let mut st = state(vec![a, b, ok], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a, b, ok], c.0);
         let (pa, pb, pok) = (pid_of(&st, 0), pid_of(&st, 1), pid_of(&st, 2));
         assert!(st
             .on_exit(pa, ExitStatus::Code(3), c.advance(1))
@@ -947,10 +932,7 @@ mod tests {
         let mut c = Clock::new();
         let mut a = app("a");
         a.restart.restart_delay = Duration::from_secs(10);
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a], c.0);
         let acts = exit(
             pid_of(&st, 0),
             ExitStatus::Code(1),
@@ -967,7 +949,7 @@ mod tests {
             source: "* * * * * *".into(),
             schedule: "* * * * * *".parse().unwrap(),
         });
-        let mut st = state(vec![cronjob], c.0);
+        let (mut st, mut pid) = started(vec![cronjob], c.0);
         let acts = st.on_start(c.0);
         run(&mut st, acts, c.0, &mut pid);
         let acts = exit(pid_of(&st, 0), ExitStatus::Code(0), c.advance(1), &mut st);
@@ -987,10 +969,7 @@ mod tests {
             source: "* * * * * *".into(),
             schedule: "* * * * * *".parse().unwrap(),
         });
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a], c.0);
         let p = pid_of(&st, 0);
         let acts = st.on_tick(c.advance(1000));
         assert!(acts.contains(&Action::KillGroup {
@@ -1009,10 +988,7 @@ mod tests {
         let c = Clock::new();
         let mut a = app("a");
         a.instances = 2;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a], c.0);
         let acts = st.on_signal(libc::SIGHUP, c.0);
         assert_eq!(acts.len(), 2);
         assert!(st.on_signal(libc::SIGTSTP, c.0).is_empty());
@@ -1025,10 +1001,7 @@ mod tests {
         let db = app("db");
         let mut api = app("api");
         api.depends_on = vec!["db".into()];
-        let mut st = state(vec![db, api], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![db, api], c.0);
         let (pdb, papi) = (pid_of(&st, 0), pid_of(&st, 1));
         let acts = st.on_signal(libc::SIGTERM, c.0);
         assert!(acts.contains(&Action::KillGroup {
@@ -1053,10 +1026,7 @@ mod tests {
         let c = Clock::new();
         let mut a = app("w");
         a.instances = 3;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, mut pid) = started(vec![a], c.0);
         let (acts, gone) = st.scale(0, 1, c.0);
         assert_eq!(gone.len(), 2);
         assert_eq!(
@@ -1081,7 +1051,7 @@ mod tests {
         let c = Clock::new();
         let mut a = app("missing");
         a.restart.max_restarts = 1;
-        let mut st = state(vec![a], c.0);
+        let (mut st, _) = started(vec![a], c.0);
         st.on_start(c.0);
         let acts = st.on_spawn_failed(0, 127, c.0);
         assert!(acts.contains(&Action::Finish { code: 127 }), "{acts:?}");
@@ -1091,10 +1061,7 @@ mod tests {
     #[test]
     fn a_stopped_leaders_group_keeps_its_kill_timeout() {
         let mut c = Clock::new();
-        let mut st = state(vec![app("a")], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![app("a")], c.0);
         let p = pid_of(&st, 0);
         st.on_signal(libc::SIGTERM, c.0);
         let acts = st.on_exit(p, ExitStatus::Code(0), c.advance(100));
