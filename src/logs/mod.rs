@@ -28,6 +28,7 @@ mod datefmt;
 mod files;
 mod format;
 mod own;
+mod pool;
 mod reader;
 mod ring;
 mod sink;

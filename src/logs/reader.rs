@@ -17,6 +17,7 @@ use tokio::net::unix::pipe;
 use super::files::{FileJob, FileMsg, FileTx};
 use super::format::{SourceFmt, Stamp};
 use super::ring::{InstanceRing, RingChunk};
+use super::pool;
 use super::sink::{ConsoleMsg, ConsoleTx};
 use super::split::{Record, Splitter};
 use super::work::{Job, WorkToken};
@@ -138,8 +139,8 @@ impl Pipe {
             ring: RingChunk::new(seq, stamp.ms(), size_hint),
             stamp,
             console: Vec::new(),
-            cur: Vec::with_capacity(size_hint + size_hint / 4),
-            file: self.files.as_ref().map(|_| Vec::with_capacity(size_hint)),
+            cur: pool::get(size_hint + size_hint / 4),
+            file: self.files.as_ref().map(|_| pool::get(size_hint)),
             subscribed: self.hub.lines.receiver_count() > 0,
             pipe: self,
         }
@@ -153,7 +154,9 @@ impl Pipe {
             let _ = self.console.send(ConsoleMsg::Data(job)).await;
         }
         if let (Some(data), Some((tx, paths))) = (out.file, &self.files) {
-            if !data.is_empty() {
+            if data.is_empty() {
+                pool::put(data);
+            } else {
                 let paths = paths.clone();
                 let job = Job::new(FileJob { paths, data }, self.hub.work.token());
                 let _ = tx.send(FileMsg::Write(job)).await;
@@ -179,7 +182,8 @@ impl Emitter<'_> {
         // Formats that expand (json of many tiny lines) are cut into several channel messages,
         // so a message stays near OUT_BUFFER_BYTES whatever the input.
         if self.cur.len() >= OUT_BUFFER_BYTES {
-            self.console.push(std::mem::take(&mut self.cur));
+            let full = std::mem::replace(&mut self.cur, pool::get(OUT_BUFFER_BYTES));
+            self.console.push(full);
         }
         p.src
             .console(p.hub.format, p.stream, r, &mut self.stamp, &mut self.cur);
@@ -205,7 +209,9 @@ impl Emitter<'_> {
             let mut ring = self.pipe.ring.lock().unwrap_or_else(|e| e.into_inner());
             ring.stream_mut(self.pipe.stream).push(self.ring);
         }
-        if !self.cur.is_empty() {
+        if self.cur.is_empty() {
+            pool::put(self.cur);
+        } else {
             self.console.push(self.cur);
         }
         Output {

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{LogLine, Stream, RING_BYTES, RING_LINES};
+use super::{pool, LogLine, Stream, RING_BYTES, RING_LINES};
 
 /// The lines of one read chunk, in order.
 #[derive(Debug, Default)]
@@ -28,7 +28,7 @@ impl RingChunk {
         RingChunk {
             seq,
             ts_ms,
-            text: Vec::with_capacity(capacity),
+            text: pool::get(capacity),
             ends: Vec::new(),
             first: 0,
         }
@@ -80,7 +80,9 @@ impl StreamRing {
             }
             self.lines -= front.live();
             self.bytes -= front.text.len();
-            self.chunks.pop_front();
+            if let Some(old) = self.chunks.pop_front() {
+                pool::put(old.text);
+            }
         }
         // Then hide the surplus at the front of the oldest chunk, for an exact line count.
         if let Some(front) = self.chunks.front_mut() {
