@@ -4,12 +4,12 @@
 //! costs page faults (the allocator hands large freed blocks back to the OS), which doubled the
 //! CPU time of the pipeline. Writers and the ring give buffers back here instead. Invariant: the
 //! pool holds at most `POOL_BUFFERS` buffers of at most `POOL_MAX_CAPACITY` bytes each, so it
-//! never pins more than a couple of MiB.
+//! never pins more than a few MiB.
 
 use std::sync::Mutex;
 
-const POOL_BUFFERS: usize = 16;
-const POOL_MAX_CAPACITY: usize = 256 * 1024;
+const POOL_BUFFERS: usize = 8;
+const POOL_MAX_CAPACITY: usize = 512 * 1024;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -16,12 +17,14 @@ use tokio::net::unix::pipe;
 
 use super::files::{FileJob, FileMsg, FileTx};
 use super::format::{SourceFmt, Stamp};
-use super::ring::{InstanceRing, RingChunk};
 use super::pool;
+use super::ring::{InstanceRing, RingDraft, Span};
 use super::sink::{ConsoleMsg, ConsoleTx};
 use super::split::{Record, Splitter};
 use super::work::{Job, WorkToken};
-use super::{LogLine, Shared, Stream, IDLE_FLUSH, OUT_BUFFER_BYTES, READ_BYTES, SPLIT_BYTES};
+use super::{
+    LogLine, Shared, Stream, IDLE_FLUSH, OUT_BUFFER_BYTES, PIPE_BYTES, READ_BYTES, SPLIT_BYTES,
+};
 
 thread_local! {
     /// One read buffer for all pipes of the runtime thread: it is only borrowed between a read and
@@ -57,6 +60,7 @@ enum Step {
 impl Pipe {
     /// Reads `fd` to its end. `token` keeps `drain` waiting until the last bytes are handed over.
     pub async fn run(self, fd: OwnedFd, token: WorkToken) {
+        enlarge_pipe(&fd);
         // `unchecked` so that a socketpair or a pty works as well as a pipe; the one thing it
         // needs, O_NONBLOCK, is set here.
         let rx = match set_nonblocking(&fd)
@@ -73,13 +77,15 @@ impl Pipe {
             }
         };
         let mut splitter = Splitter::new(SPLIT_BYTES);
+        // Scratch for the ring's line positions, kept between chunks.
+        let mut spans: Vec<Span> = Vec::new();
         loop {
             let ready = if splitter.has_pending() {
                 // An unfinished line waits at most the idle delay for its end.
                 match tokio::time::timeout(IDLE_FLUSH, rx.readable()).await {
                     Ok(ready) => ready,
                     Err(_) => {
-                        let mut em = self.emitter(0);
+                        let mut em = self.emitter(&[], &mut spans);
                         splitter.flush(|r| em.record(&r));
                         self.send(em.finish()).await;
                         continue;
@@ -97,8 +103,9 @@ impl Pipe {
                 match rx.try_read(buf) {
                     Ok(0) => Step::Eof,
                     Ok(n) => {
-                        let mut em = self.emitter(n);
-                        splitter.feed(&buf[..n], |r| em.record(&r));
+                        let data = &buf[..n];
+                        let mut em = self.emitter(data, &mut spans);
+                        splitter.feed(data, |r| em.record(&r));
                         Step::Data(em.finish())
                     }
                     Err(e)
@@ -123,21 +130,18 @@ impl Pipe {
                 }
             }
         }
-        let mut em = self.emitter(0);
+        let mut em = self.emitter(&[], &mut spans);
         splitter.finish(|r| em.record(&r));
         self.send(em.finish()).await;
         drop(token);
     }
 
-    fn emitter(&self, size_hint: usize) -> Emitter<'_> {
-        let stamp = Stamp::now();
-        let seq = self
-            .hub
-            .seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Formats the records cut from `data` (empty for a flush).
+    fn emitter<'a>(&'a self, data: &'a [u8], spans: &'a mut Vec<Span>) -> Emitter<'a> {
+        let size_hint = data.len();
         Emitter {
-            ring: RingChunk::new(seq, stamp.ms(), size_hint),
-            stamp,
+            ring: RingDraft::new(data, spans),
+            stamp: Stamp::now(),
             console: Vec::new(),
             cur: pool::get(size_hint + size_hint / 4),
             file: self.files.as_ref().map(|_| pool::get(size_hint)),
@@ -172,7 +176,7 @@ struct Emitter<'a> {
     console: Vec<Vec<u8>>,
     cur: Vec<u8>,
     file: Option<Vec<u8>>,
-    ring: RingChunk,
+    ring: RingDraft<'a>,
     subscribed: bool,
 }
 
@@ -205,9 +209,10 @@ impl Emitter<'_> {
     }
 
     fn finish(mut self) -> Output {
-        if !self.ring.is_empty() {
+        let seq = self.pipe.hub.seq.fetch_add(1, Ordering::Relaxed);
+        if let Some(chunk) = self.ring.finish(seq, self.stamp.ms()) {
             let mut ring = self.pipe.ring.lock().unwrap_or_else(|e| e.into_inner());
-            ring.stream_mut(self.pipe.stream).push(self.ring);
+            ring.stream_mut(self.pipe.stream).push(chunk);
         }
         if self.cur.is_empty() {
             pool::put(self.cur);
@@ -218,6 +223,14 @@ impl Emitter<'_> {
             console: self.console,
             file: self.file,
         }
+    }
+}
+
+/// Best effort: not a pipe, or over the user's pipe limit, just keeps the size it has.
+fn enlarge_pipe(fd: &OwnedFd) {
+    let want = i32::try_from(PIPE_BYTES).unwrap_or(i32::MAX);
+    if fcntl(fd, FcntlArg::F_GETPIPE_SZ).is_ok_and(|size| size < want) {
+        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(want));
     }
 }
 
