@@ -88,7 +88,19 @@ impl SourceFmt {
         }
     }
 
+    /// The container-log output of a record is exactly its bytes (and newline): whole runs of
+    /// records can be copied at once.
+    pub fn console_verbatim(&self, format: LogFormat) -> bool {
+        format == LogFormat::Raw && self.date.is_none()
+    }
+
+    /// The same for the log files.
+    pub fn file_verbatim(&self) -> bool {
+        !self.file_json && self.date.is_none()
+    }
+
     /// Appends one record in the container-log format.
+    #[inline]
     pub fn console(
         &self,
         format: LogFormat,
@@ -125,6 +137,7 @@ impl SourceFmt {
     }
 
     /// Appends one record in the log-file format (raw as the console, or pm2's `log_type: json`).
+    #[inline]
     pub fn file(&self, stream: Stream, rec: &Record<'_>, st: &mut Stamp, out: &mut Vec<u8>) {
         if !self.file_json {
             self.raw(rec, st, out);
@@ -154,6 +167,7 @@ impl SourceFmt {
     }
 
     /// The app's own bytes, with the date before each line start when `log_date_format` is set.
+    #[inline]
     fn raw(&self, rec: &Record<'_>, st: &mut Stamp, out: &mut Vec<u8>) {
         self.date_prefix(rec, st, out);
         out.extend_from_slice(rec.bytes);
@@ -163,6 +177,7 @@ impl SourceFmt {
     }
 
     /// `<date>: ` at the start of a line (never before a continuation piece), as pm2.
+    #[inline]
     fn date_prefix(&self, rec: &Record<'_>, st: &mut Stamp, out: &mut Vec<u8>) {
         if let (Some(fmt), false) = (&self.date, rec.continued) {
             out.extend_from_slice(st.date(fmt).as_bytes());

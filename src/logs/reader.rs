@@ -140,6 +140,10 @@ impl Pipe {
     fn emitter<'a>(&'a self, data: &'a [u8], spans: &'a mut Vec<Span>) -> Emitter<'a> {
         let size_hint = data.len();
         Emitter {
+            data,
+            run: (0, 0),
+            console_verbatim: self.src.console_verbatim(self.hub.format),
+            file_verbatim: self.files.is_some() && self.src.file_verbatim(),
             ring: RingDraft::new(data, spans),
             stamp: Stamp::now(),
             console: Vec::new(),
@@ -172,6 +176,12 @@ impl Pipe {
 /// Formats the records of one chunk for every destination.
 struct Emitter<'a> {
     pipe: &'a Pipe,
+    /// The read chunk the records mostly lie in.
+    data: &'a [u8],
+    /// Records whose verbatim output is one contiguous range of `data`, not yet copied.
+    run: (usize, usize),
+    console_verbatim: bool,
+    file_verbatim: bool,
     stamp: Stamp,
     console: Vec<Vec<u8>>,
     cur: Vec<u8>,
@@ -181,20 +191,42 @@ struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
+    #[inline]
     fn record(&mut self, r: &Record<'_>) {
         let p = self.pipe;
         // Formats that expand (json of many tiny lines) are cut into several channel messages,
-        // so a message stays near OUT_BUFFER_BYTES whatever the input.
+        // so a message stays near OUT_BUFFER_BYTES whatever the input. Records not yet copied
+        // from the run come after `cur`, so cutting here keeps the order.
         if self.cur.len() >= OUT_BUFFER_BYTES {
             let full = std::mem::replace(&mut self.cur, pool::get(OUT_BUFFER_BYTES));
             self.console.push(full);
         }
-        p.src
-            .console(p.hub.format, p.stream, r, &mut self.stamp, &mut self.cur);
-        if let Some(file) = &mut self.file {
-            p.src.file(p.stream, r, &mut self.stamp, file);
+        let in_data = self.ring.push(r.bytes);
+        // Verbatim outputs (raw without date) copy runs of consecutive records in one go instead
+        // of line by line: the raw pass-through then costs one copy per chunk.
+        let covered = match in_data {
+            Some((start, end)) if self.console_verbatim || self.file_verbatim => {
+                if self.run.1 != start {
+                    self.flush_run();
+                    self.run = (start, start);
+                }
+                self.run.1 = end + usize::from(r.newline);
+                true
+            }
+            _ => {
+                self.flush_run();
+                false
+            }
+        };
+        if !(covered && self.console_verbatim) {
+            p.src
+                .console(p.hub.format, p.stream, r, &mut self.stamp, &mut self.cur);
         }
-        self.ring.push(r.bytes);
+        if let Some(file) = &mut self.file {
+            if !(covered && self.file_verbatim) {
+                p.src.file(p.stream, r, &mut self.stamp, file);
+            }
+        }
         if self.subscribed {
             // No subscriber: no allocation. A lagging one loses lines, never blocks this.
             let _ = p.hub.lines.send(LogLine {
@@ -208,7 +240,24 @@ impl Emitter<'_> {
         }
     }
 
+    /// Copies the pending run into the verbatim outputs.
+    fn flush_run(&mut self) {
+        let (start, end) = self.run;
+        if start == end {
+            return;
+        }
+        let bytes = &self.data[start..end];
+        if self.console_verbatim {
+            self.cur.extend_from_slice(bytes);
+        }
+        if let (true, Some(file)) = (self.file_verbatim, &mut self.file) {
+            file.extend_from_slice(bytes);
+        }
+        self.run = (end, end);
+    }
+
     fn finish(mut self) -> Output {
+        self.flush_run();
         let seq = self.pipe.hub.seq.fetch_add(1, Ordering::Relaxed);
         if let Some(chunk) = self.ring.finish(seq, self.stamp.ms()) {
             let mut ring = self.pipe.ring.lock().unwrap_or_else(|e| e.into_inner());

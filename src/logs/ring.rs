@@ -38,19 +38,22 @@ impl<'a> RingDraft<'a> {
         }
     }
 
-    pub fn push(&mut self, line: &[u8]) {
+    /// Notes a line; returns its range in the read buffer when it lies there.
+    #[inline]
+    pub fn push(&mut self, line: &[u8]) -> Option<(usize, usize)> {
         let base = self.data.as_ptr() as usize;
         let at = line.as_ptr() as usize;
         // Offsets fit u32: a read is far below 4 GiB.
-        let span = if at >= base && at + line.len() <= base + self.data.len() {
-            let start = (at - base) as u32;
-            Span::Data(start, start + line.len() as u32)
+        if at >= base && at + line.len() <= base + self.data.len() {
+            let (start, end) = (at - base, at - base + line.len());
+            self.spans.push(Span::Data(start as u32, end as u32));
+            Some((start, end))
         } else {
             let start = self.extra.len() as u32;
             self.extra.extend_from_slice(line);
-            Span::Extra(start, self.extra.len() as u32)
-        };
-        self.spans.push(span);
+            self.spans.push(Span::Extra(start, self.extra.len() as u32));
+            None
+        }
     }
 
     fn line(&self, span: Span) -> &[u8] {
