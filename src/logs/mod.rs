@@ -4,7 +4,8 @@
 //! (`reader`); bytes are cut into lines (`split`), formatted once per read chunk (`format`), and
 //! handed over bounded channels to writer threads: one per output stream (`sink`) and one for log
 //! files (`files`). The last lines are kept per instance (`ring`) and broadcast to `pmi logs
-//! --follow` subscribers.
+//! --follow` subscribers. Buffers are recycled (`pool`); `work` counts what `drain` waits for;
+//! `own` formats pmi's own messages.
 //!
 //! Invariants:
 //! - no byte is lost or reordered within a stream; an app's stdout goes to pmi's stdout and its
