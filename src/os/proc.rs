@@ -50,6 +50,17 @@ pub fn page_size() -> u64 {
     }
 }
 
+/// Clock ticks per second (USER_HZ), the unit of `Stat::cpu_ticks`.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
 /// Resident memory of every process in group `pgid`, in bytes.
 pub fn group_rss(pgid: i32) -> u64 {
     let pages: u64 = all_stats()

@@ -257,7 +257,16 @@ impl Supervisor {
                 "not PID 1 and could not become a subreaper: orphans will not be reaped"
             );
         }
-        let (_handle, triggers) = self.handle();
+        let (handle, triggers) = self.handle();
+        if let Some(addr) = &self.settings.http {
+            match crate::http::bind(addr).await {
+                Ok(l) => drop(tokio::spawn(crate::http::serve(l, handle.clone()))),
+                Err(e) => {
+                    err_line(&format!("pmi: {e}; nothing was started"));
+                    return exit::USAGE;
+                }
+            }
+        }
         for (i, a) in self.state.apps.iter().enumerate() {
             if let Some(w) = &a.spec.watch {
                 crate::watch::spawn(
