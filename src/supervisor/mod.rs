@@ -62,9 +62,16 @@ pub struct Handle {
 /// Runs the apps of `file` until they are all done or pmi is told to stop. Returns the exit code.
 pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let kill_signal = match crate::run::kill_signal(&opts) {
+        Ok(s) => s.map(config::Signal),
+        Err(code) => return code,
+    };
     let load_opts = LoadOptions {
         env_name: opts.env.clone(),
         only: opts.only.clone(),
+        kill_signal,
+        kill_timeout: opts.kill_timeout.map(Duration::from_millis),
+        ..LoadOptions::new()
     };
     let loaded = match config::load(file, &start_dir, &load_opts) {
         Ok(l) => l,
@@ -89,15 +96,9 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     let format = settings.log_format.unwrap_or_default();
     crate::logs::init_tracing(format, opts.verbose);
     let p1 = pid1::setup(true);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::run::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            err_line(&format!("pmi: cannot start the runtime: {e}"));
-            return exit::INTERNAL;
-        }
+        Err(code) => return code,
     };
     let apps: Vec<Arc<config::AppSpec>> = loaded.spec.apps.into_iter().map(Arc::new).collect();
     let file_name = loaded.spec.file.display().to_string();
@@ -141,10 +142,7 @@ fn merge_settings(
     if opts.no_auto_exit {
         s.auto_exit = Some(false);
     }
-    if let Some(k) = &opts.kill_signal {
-        let sig = signals::parse(k).ok_or_else(|| {
-            format!("--kill-signal: '{k}' is not a signal name or number (e.g. TERM, SIGINT, 15)")
-        })?;
+    if let Some(sig) = opts.kill_signal.as_deref().and_then(signals::parse) {
         s.kill_signal = Some(config::Signal(sig));
     }
     if let Some(ms) = opts.kill_timeout {
@@ -394,18 +392,31 @@ impl Supervisor {
     fn execute(&mut self, actions: Vec<Action>) -> Option<i32> {
         let mut queue = std::collections::VecDeque::from(actions);
         let mut finish = None;
-        while let Some(a) = queue.pop_front() {
-            match a {
-                Action::Spawn(id) => queue.extend(self.spawn(id)),
-                Action::KillGroup { pgid, sig } => {
-                    signals::kill_group(pgid, sig);
+        loop {
+            while let Some(a) = queue.pop_front() {
+                match a {
+                    Action::Spawn(id) => queue.extend(self.spawn(id)),
+                    Action::KillGroup { pgid, sig } => {
+                        signals::kill_group(pgid, sig);
+                    }
+                    Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
+                    Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
+                    Action::Finish { code } => finish = Some(code),
                 }
-                Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
-                Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
-                Action::Finish { code } => finish = Some(code),
+            }
+            // A stop completes when the stopped leader's whole group is gone. Its members are
+            // pmi's children by then (PID 1 or subreaper), so every change comes with a SIGCHLD
+            // and this check after each event needs no polling.
+            let now = Now::read();
+            for (id, pgid) in self.state.draining() {
+                if !signals::group_alive(pgid) {
+                    queue.extend(self.state.on_group_empty(id, now));
+                }
+            }
+            if queue.is_empty() {
+                return finish;
             }
         }
-        finish
     }
 
     fn spawn(&mut self, id: InstId) -> Vec<Action> {
@@ -427,7 +438,7 @@ impl Supervisor {
             streams: Streams::Pipes,
             uid: spec.uid,
             gid: spec.gid,
-            groups: &[],
+            groups: &spec.groups,
         };
         match spawn(&req) {
             Ok(child) => {
@@ -438,6 +449,7 @@ impl Supervisor {
                         app: Arc::from(spec.name.as_str()),
                         pm_id: id,
                         instance: inj.index,
+                        instances: spec.instances,
                         files: spec.logs.clone(),
                     };
                     self.logs.attach(src, out, err);

@@ -200,7 +200,7 @@ pub fn status_of(p: &Phase) -> Status {
     match p {
         Phase::Stopped => Status::Stopped,
         Phase::Running { .. } => Status::Online,
-        Phase::Stopping { .. } => Status::Stopping,
+        Phase::Stopping { .. } | Phase::Draining { .. } => Status::Stopping,
         Phase::WaitingRestart { .. } => Status::WaitingRestart,
         Phase::Errored => Status::Errored,
     }
