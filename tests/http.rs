@@ -1,11 +1,16 @@
 //! In-process tests of the HTTP endpoint: a real server on 127.0.0.1:0 fed a hand-made snapshot,
 //! driven by a raw TCP client (so that hostile clients can be played exactly).
 
+mod support_http;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use support_http::{closed_within, huge_body, prometheus_parse, slowloris, value, Reply};
 
 use pmi::http::{self, Limits};
 use pmi::status::{ExitInfo, InstanceStatus, Snapshot, Status, SCHEMA_VERSION};
@@ -45,52 +50,19 @@ impl Server {
     }
 
     fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
+        support_http::connect(self.addr)
     }
 
-    /// Sends `raw` and reads the answer until the server closes.
     fn raw(&self, raw: &str) -> Reply {
-        let mut s = self.connect();
-        s.write_all(raw.as_bytes()).unwrap();
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        Reply::parse(&buf)
+        support_http::raw(self.addr, raw)
     }
 
     fn request(&self, method: &str, path: &str) -> Reply {
-        self.raw(&format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        ))
+        support_http::request(self.addr, method, path)
     }
 
     fn get(&self, path: &str) -> Reply {
-        self.request("GET", path)
-    }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn parse(buf: &[u8]) -> Reply {
-        let text = String::from_utf8_lossy(buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        Reply {
-            status,
-            head: head.to_ascii_lowercase(),
-            body: body.to_string(),
-        }
+        support_http::get(self.addr, path)
     }
 }
 
@@ -242,50 +214,6 @@ fn status_is_the_snapshot_json_without_secrets() {
     assert_eq!(v["instances"][0]["env_keys"][0], "SECRET_KEY");
 }
 
-/// Parses an exposition with the Prometheus Python client's parser (the reference parser
-/// port), returning one JSON line per sample: [name, labels, value]. Panics with a clear
-/// message when python3 or prometheus_client is missing (.ci/run installs it).
-pub fn prometheus_parse(text: &str) -> Vec<(String, serde_json::Value, f64)> {
-    const SCRIPT: &str = r#"
-import sys, json
-from prometheus_client.parser import text_string_to_metric_families
-text = sys.stdin.read()
-for fam in text_string_to_metric_families(text):
-    for s in fam.samples:
-        print(json.dumps([s.name, s.labels, s.value, fam.type, fam.documentation]))
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is needed to parse /metrics (apt-get install python3)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus parser rejected the exposition (or is missing: pip install prometheus-client):\n{}\n---\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v[0].as_str().unwrap().to_string(),
-                v[1].clone(),
-                v[2].as_f64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn metrics_parse_with_a_real_prometheus_parser() {
     let mut s = healthy();
@@ -301,18 +229,12 @@ fn metrics_parse_with_a_real_prometheus_parser() {
     );
     assert!(r.body.ends_with('\n'));
     let samples = prometheus_parse(&r.body);
-    let find = |name: &str, pm_id: &str| {
-        samples
-            .iter()
-            .find(|(n, l, _)| n == name && l["pm_id"] == pm_id)
-            .map(|s| s.2)
-    };
+    let find = |name: &str, pm_id: &str| value(&samples, name, Some(pm_id));
     assert_eq!(find("pmi_instance_up", "0"), Some(1.0));
     assert_eq!(find("pmi_instance_up", "3"), Some(0.0));
     assert_eq!(find("pmi_instance_restarts_total", "2"), Some(2.0));
     assert!(find("pmi_instance_uptime_seconds", "0").unwrap() > 1000.0);
-    // Instances here all carry this test's pid, which leads no group of its own unless it
-    // is a group leader: memory and cpu are present only for live groups.
+    // No process, no memory or cpu sample.
     assert!(find("pmi_instance_memory_bytes", "3").is_none());
     assert!(find("pmi_instance_cpu_seconds_total", "3").is_none());
     let weird = samples
@@ -331,17 +253,14 @@ fn metrics_parse_with_a_real_prometheus_parser() {
     assert!(states
         .iter()
         .all(|(_, l, v)| (*v == 1.0) == (l["status"] == "errored")));
-    let one = |name: &str| {
-        samples
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .clone()
-    };
-    assert_eq!(one("pmi_reaped_orphans_total").2, 7.0);
-    assert_eq!(one("pmi_forwarded_signals_total").2, 3.0);
-    assert_eq!(one("pmi_info").1["version"], "9.9.9");
-    assert_eq!(one("pmi_start_time_seconds").2, 1_700_000_000.5);
+    let one = |name: &str| value(&samples, name, None);
+    assert_eq!(one("pmi_reaped_orphans_total"), Some(7.0));
+    assert_eq!(one("pmi_forwarded_signals_total"), Some(3.0));
+    assert_eq!(one("pmi_info"), Some(1.0));
+    assert!(samples
+        .iter()
+        .any(|(n, l, _)| n == "pmi_info" && l["version"] == "9.9.9"));
+    assert_eq!(one("pmi_start_time_seconds"), Some(1_700_000_000.5));
     assert!(
         samples.iter().all(|(_, l, _)| l.get("instance").is_none()),
         "never an `instance` label"
@@ -374,12 +293,7 @@ fn metrics_report_memory_and_cpu_of_live_process_groups() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (mem, cpu) = loop {
         let samples = prometheus_parse(&srv.get("/metrics").body);
-        let get = |name: &str| {
-            samples
-                .iter()
-                .find(|(n, l, _)| n == name && l["pm_id"] == "0")
-                .map(|s| s.2)
-        };
+        let get = |name: &str| value(&samples, name, Some("0"));
         let (mem, cpu) = (
             get("pmi_instance_memory_bytes"),
             get("pmi_instance_cpu_seconds_total"),
@@ -395,8 +309,6 @@ fn metrics_report_memory_and_cpu_of_live_process_groups() {
     assert!(cpu.unwrap() > 0.0);
 }
 
-use std::os::unix::process::CommandExt;
-
 fn short_limits(max_connections: usize) -> Limits {
     Limits {
         max_connections,
@@ -405,25 +317,10 @@ fn short_limits(max_connections: usize) -> Limits {
     }
 }
 
-/// Waits until the server has closed `s` (read returns 0 or an error), up to `limit`.
-fn closed_within(mut s: TcpStream, limit: Duration) -> Duration {
-    let start = Instant::now();
-    s.set_read_timeout(Some(limit)).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return start.elapsed(),
-            Ok(_) => continue,
-        }
-    }
-}
-
 #[test]
 fn slowloris_is_cut_after_the_header_timeout() {
     let srv = Server::start(short_limits(32), healthy());
-    let mut s = srv.connect();
-    s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let took = closed_within(s, Duration::from_secs(10));
+    let took = closed_within(slowloris(srv.addr), Duration::from_secs(10));
     assert!(took < Duration::from_secs(3), "held for {took:?}");
     // An idle connection that never sends anything is cut too.
     let took = closed_within(srv.connect(), Duration::from_secs(10));
@@ -444,13 +341,7 @@ fn slowloris_is_cut_after_the_header_timeout() {
 #[test]
 fn the_connection_cap_refuses_extra_clients_and_recovers() {
     let srv = Server::start(short_limits(4), healthy());
-    let hogs: Vec<TcpStream> = (0..4)
-        .map(|_| {
-            let mut s = srv.connect();
-            s.write_all(b"GET /livez HTTP/1.1\r\n").unwrap();
-            s
-        })
-        .collect();
+    let hogs: Vec<TcpStream> = (0..4).map(|_| slowloris(srv.addr)).collect();
     // The hogs hold every slot: the next client is refused at once, not queued.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -483,33 +374,13 @@ fn oversized_headers_get_431() {
 #[test]
 fn a_large_body_is_never_read() {
     let srv = Server::with(healthy());
-    for method in ["POST", "GET"] {
-        let mut s = srv.connect();
-        // Announce 10 MB, send none of it: the answer must come anyway.
-        s.write_all(
-            format!("{method} /status HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = s.read(&mut buf).unwrap();
-        let r = Reply::parse(&buf[..n]);
-        let want = if method == "GET" { 200 } else { 405 };
+    for (method, want) in [("POST", 405), ("GET", 200)] {
+        // Announce 10 MB, send none of it: the answer must come anyway, then a close.
+        let (r, refused) = huge_body(srv.addr, method, "/status");
         assert_eq!(r.status, want, "{method}");
         assert!(r.head.contains("connection: close"), "{}", r.head);
-        // The server closes instead of reading 10 MB: writing the body fails or is discarded.
-        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-        let chunk = vec![b'x'; 1 << 20];
-        let mut sent = 0usize;
-        while sent < 10 << 20 {
-            match s.write(&chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => sent += n,
-            }
-        }
-        assert!(sent < 10 << 20, "{method}: the server read the whole body");
+        assert!(refused, "{method}: the server read the whole body");
     }
-    // And the server still answers.
     assert_eq!(srv.get("/livez").status, 200);
 }
 
