@@ -5,8 +5,11 @@
 //!
 //! Invariants:
 //! - Every answer is computed from the latest `Snapshot` on the watch channel (plus a /proc scan
-//!   for `/metrics`, done on the blocking pool). Nothing here sends to the supervisor's inbox or
-//!   waits on it, so no client can slow the supervisor or change what it does.
+//!   for `/metrics` and `/status`, done on the blocking pool). Nothing here sends to the
+//!   supervisor's inbox or waits on it, so no client can slow the supervisor or change it.
+//! - The probes and `/status` share their rules and schema with the control socket
+//!   (`control::view::health`, `control::view::status_report`): `/livez` = `pmi health`,
+//!   `/readyz` = `pmi health --ready`, `/status` = `pmi status --json`.
 //! - Every connection is bounded: at most `MAX_CONNECTIONS` at once (the excess is answered 503
 //!   and closed), headers must arrive within `HEADER_TIMEOUT` and fit in `MAX_HEADER_BYTES`, a
 //!   whole connection lives at most `CONNECTION_DEADLINE`, and request bodies are never read (a
@@ -19,7 +22,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -32,6 +35,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::control::sample::Sampler;
+use crate::control::view;
+use crate::os::proc::{self, GroupUsage};
 use crate::status::{InstanceStatus, Snapshot, Status};
 use crate::supervisor::Handle;
 
@@ -132,6 +138,7 @@ pub async fn serve_snapshots(
     limits: Limits,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let sampler = Arc::new(Mutex::new(Sampler::default()));
     loop {
         let (stream, _) = match listener.inner.accept().await {
             Ok(s) => s,
@@ -146,10 +153,13 @@ pub async fn serve_snapshots(
             tokio::spawn(refuse(stream));
             continue;
         };
-        let rx = snapshot.clone();
+        let reader = Reader {
+            snapshot: snapshot.clone(),
+            sampler: Arc::clone(&sampler),
+        };
         tokio::spawn(async move {
             let _permit = permit;
-            let conn = connection(stream, rx, limits.header_timeout);
+            let conn = connection(stream, reader, limits.header_timeout);
             let _ = tokio::time::timeout(limits.connection_deadline, conn).await;
         });
     }
@@ -160,15 +170,18 @@ async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
 }
 
-async fn connection(
-    stream: TcpStream,
-    rx: watch::Receiver<Arc<Snapshot>>,
-    header_timeout: Duration,
-) {
+/// What the endpoints read: the snapshot, and the CPU sampler `/status` shares across requests.
+#[derive(Clone)]
+struct Reader {
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    sampler: Arc<Mutex<Sampler>>,
+}
+
+async fn connection(stream: TcpStream, reader: Reader, header_timeout: Duration) {
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let rx = rx.clone();
-        async move { Ok::<_, Infallible>(respond(&req, &rx).await) }
+        let reader = reader.clone();
+        async move { Ok::<_, Infallible>(respond(&req, &reader).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -184,8 +197,8 @@ async fn connection(
 
 type Body = Full<Bytes>;
 
-async fn respond(req: &Request<Incoming>, rx: &watch::Receiver<Arc<Snapshot>>) -> Response<Body> {
-    let mut resp = route(req, rx).await;
+async fn respond(req: &Request<Incoming>, reader: &Reader) -> Response<Body> {
+    let mut resp = route(req, reader).await;
     let h = resp.headers_mut();
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if has_body(req) {
@@ -200,7 +213,7 @@ fn has_body(req: &Request<Incoming>) -> bool {
     !req.body().is_end_stream()
 }
 
-async fn route(req: &Request<Incoming>, rx: &watch::Receiver<Arc<Snapshot>>) -> Response<Body> {
+async fn route(req: &Request<Incoming>, reader: &Reader) -> Response<Body> {
     let path = req.uri().path();
     let known = matches!(
         path,
@@ -225,32 +238,55 @@ async fn route(req: &Request<Incoming>, rx: &watch::Receiver<Arc<Snapshot>>) -> 
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let alive = rx.has_changed().is_ok();
-    let snap = Arc::clone(&rx.borrow());
+    // The supervisor drops its sender when it is done: from then on nothing is live.
+    let alive = reader.snapshot.has_changed().is_ok();
+    let snap = Arc::clone(&reader.snapshot.borrow());
+    let now = now_ms();
     match path {
-        "/livez" | "/healthz" => probe(liveness(&snap, alive)),
-        "/readyz" => probe(readiness(&snap, alive)),
-        "/status" => match serde_json::to_string(&*snap) {
-            Ok(mut s) => {
-                s.push('\n');
-                reply(StatusCode::OK, JSON, s)
-            }
-            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
-        },
-        _ => {
-            let groups = tokio::task::spawn_blocking(group_usage)
+        "/livez" | "/healthz" => probe(alive, view::health(&snap, false)),
+        "/readyz" => probe(alive, view::health(&snap, true)),
+        "/status" => {
+            // The same report as `pmi status --json`.
+            let all: Vec<&InstanceStatus> = snap.instances.iter().collect();
+            let groups = view::groups(&all);
+            let sampler = Arc::clone(&reader.sampler);
+            let sample = move || {
+                let mut s = sampler.lock().unwrap_or_else(|e| e.into_inner());
+                s.sample(&groups, now)
+            };
+            let usage = tokio::task::spawn_blocking(sample)
                 .await
                 .unwrap_or_default();
-            reply(
-                StatusCode::OK,
-                PROMETHEUS,
-                metrics(&snap, &groups, now_ms(), crate::os::proc::clock_ticks()),
-            )
+            match serde_json::to_string_pretty(&view::status_report(&snap, &all, &usage, now)) {
+                Ok(mut s) => {
+                    s.push('\n');
+                    reply(StatusCode::OK, JSON, s)
+                }
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+            }
+        }
+        _ => {
+            let pgids: Vec<i32> = snap
+                .instances
+                .iter()
+                .filter_map(|i| i32::try_from(i.pid?).ok())
+                .collect();
+            let groups = tokio::task::spawn_blocking(move || proc::group_usage(&pgids))
+                .await
+                .unwrap_or_default();
+            let body = metrics(&snap, &groups, now, proc::clock_ticks());
+            reply(StatusCode::OK, PROMETHEUS, body)
         }
     }
 }
 
-fn probe(verdict: Result<(), String>) -> Response<Body> {
+/// A probe's answer: `pmi health`'s rules (`view::health`), plus "the supervisor is gone".
+fn probe(alive: bool, verdict: Result<(), String>) -> Response<Body> {
+    let verdict = if alive {
+        verdict
+    } else {
+        Err("the supervisor has stopped".to_string())
+    };
     match verdict {
         Ok(()) => reply(StatusCode::OK, TEXT, "ok\n".to_string()),
         Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{why}\n")),
@@ -263,75 +299,6 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
-}
-
-/// Liveness: the supervisor is there and no instance is errored. `alive` is false once the
-/// supervisor has dropped its side of the snapshot channel.
-pub fn liveness(snap: &Snapshot, alive: bool) -> Result<(), String> {
-    if !alive {
-        return Err("the supervisor has stopped".to_string());
-    }
-    let errored = names_where(snap, |i| i.status == Status::Errored);
-    if errored.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("errored: {errored}"))
-    }
-}
-
-/// Readiness: not shutting down, and every instance of every autostart app online.
-pub fn readiness(snap: &Snapshot, alive: bool) -> Result<(), String> {
-    if !alive {
-        return Err("the supervisor has stopped".to_string());
-    }
-    if snap.schema == 0 {
-        return Err("pmi is starting".to_string());
-    }
-    if snap.shutting_down {
-        return Err("pmi is shutting down".to_string());
-    }
-    let not_online = names_where(snap, |i| expected(snap, i) && i.status != Status::Online);
-    if not_online.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("not online: {not_online}"))
-    }
-}
-
-/// Whether readiness waits for this instance: an instance of an autostart app.
-///
-/// The snapshot does not carry `autostart` yet; until it does, an instance that has never run
-/// (no start, no exit, no restart) is taken for one of an `autostart: false` app.
-fn expected(_snap: &Snapshot, i: &InstanceStatus) -> bool {
-    i.started_at.is_some() || i.last_exit.is_some() || i.restarts > 0 || i.pid.is_some()
-}
-
-/// `app:N (status), …` of the instances matching `pred`, in pm_id order.
-fn names_where(snap: &Snapshot, pred: impl Fn(&InstanceStatus) -> bool) -> String {
-    snap.instances
-        .iter()
-        .filter(|i| pred(i))
-        .map(|i| format!("{}:{} ({})", i.name, i.instance, i.status.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// CPU ticks and resident pages of every process group, from one /proc scan.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub cpu_ticks: u64,
-    pub rss_bytes: u64,
-}
-
-fn group_usage() -> HashMap<i32, Usage> {
-    let page = crate::os::proc::page_size();
-    let mut out: HashMap<i32, Usage> = HashMap::new();
-    for s in crate::os::proc::all_stats() {
-        let u = out.entry(s.pgrp).or_default();
-        u.cpu_ticks += s.cpu_ticks;
-        u.rss_bytes += s.rss_pages * page;
-    }
-    out
 }
 
 fn now_ms() -> u64 {
@@ -357,7 +324,12 @@ const STATUSES: [Status; 6] = [
 /// per possible status, 1 for the current one: a state set), `pmi_instance_restarts_total`;
 /// only while a process runs: `pmi_instance_uptime_seconds`, `pmi_instance_memory_bytes`,
 /// `pmi_instance_cpu_seconds_total` (of the whole process group; resets when it restarts).
-pub fn metrics(snap: &Snapshot, groups: &HashMap<i32, Usage>, now_ms: u64, ticks: u64) -> String {
+pub fn metrics(
+    snap: &Snapshot,
+    groups: &HashMap<i32, GroupUsage>,
+    now_ms: u64,
+    ticks: u64,
+) -> String {
     let mut m = Exposition::default();
     let labels = |i: &InstanceStatus| vec![("app", i.name.clone()), ("pm_id", i.id.to_string())];
     let usage = |i: &InstanceStatus| i.pid.and_then(|p| groups.get(&(p as i32))).copied();

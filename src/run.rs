@@ -80,11 +80,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             out(&format!("pmi {}\n", env!("CARGO_PKG_VERSION")));
             exit::OK
         }
-        other => {
-            let _ = (other, socket);
-            err_line("pmi: this verb is not available yet");
-            exit::USAGE
-        }
+        verb => crate::control::client::run(verb, socket),
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use support_http::{closed_within, huge_body, prometheus_parse, slowloris, value, Reply};
 
 use pmi::http::{self, Limits};
-use pmi::status::{ExitInfo, InstanceStatus, Snapshot, Status, SCHEMA_VERSION};
+use pmi::status::{AppInfo, ExitInfo, InstanceStatus, Snapshot, Status, SCHEMA_VERSION};
 use tokio::sync::watch;
 
 /// A server on its own thread with a current_thread runtime, as in pmi.
@@ -89,7 +89,21 @@ fn inst(id: u32, name: &str, index: u32, status: Status) -> InstanceStatus {
     }
 }
 
+fn app(name: &str, autostart: bool) -> AppInfo {
+    AppInfo {
+        name: name.to_string(),
+        autostart,
+        ..AppInfo::default()
+    }
+}
+
 fn snapshot(instances: Vec<InstanceStatus>) -> Snapshot {
+    let mut apps: Vec<AppInfo> = Vec::new();
+    for i in &instances {
+        if !apps.iter().any(|a| a.name == i.name) {
+            apps.push(app(&i.name, true));
+        }
+    }
     Snapshot {
         schema: SCHEMA_VERSION,
         pmi_version: "9.9.9".to_string(),
@@ -100,6 +114,7 @@ fn snapshot(instances: Vec<InstanceStatus>) -> Snapshot {
         reaped_orphans: 7,
         forwarded_signals: 3,
         instances,
+        apps,
     }
 }
 
@@ -124,7 +139,11 @@ fn livez_and_healthz_follow_errored_instances() {
     srv.set(s);
     let r = srv.get("/livez");
     assert_eq!(r.status, 503);
-    assert_eq!(r.body, "errored: worker:0 (errored)\n");
+    assert!(
+        r.body.starts_with("worker:0 (id 2) is errored"),
+        "{}",
+        r.body
+    );
     assert_eq!(srv.get("/healthz").status, 503);
 }
 
@@ -139,7 +158,7 @@ fn readyz_names_what_is_not_online_and_fails_on_shutdown() {
     srv.set(s.clone());
     let r = srv.get("/readyz");
     assert_eq!(r.status, 503);
-    assert_eq!(r.body, "not online: api:1 (stopped)\n");
+    assert_eq!(r.body, "api:1 (id 1) is stopped, not online\n");
     // Liveness does not care about a stopped instance.
     assert_eq!(srv.get("/livez").status, 200);
 
@@ -159,14 +178,15 @@ fn readyz_names_what_is_not_online_and_fails_on_shutdown() {
 }
 
 #[test]
-fn readyz_ignores_apps_that_never_started() {
+fn readyz_ignores_apps_without_autostart() {
     let mut s = healthy();
-    let mut idle = inst(3, "manual", 0, Status::Stopped);
-    idle.last_exit = None;
-    idle.restarts = 0;
-    s.instances.push(idle);
-    let srv = Server::with(s);
+    s.instances.push(inst(3, "manual", 0, Status::Stopped));
+    s.apps.push(app("manual", false));
+    let srv = Server::with(s.clone());
     assert_eq!(srv.get("/readyz").status, 200);
+    s.apps[2].autostart = true;
+    srv.set(s);
+    assert_eq!(srv.get("/readyz").status, 503);
 }
 
 #[test]
@@ -202,16 +222,19 @@ fn only_get_and_head_and_known_paths() {
 }
 
 #[test]
-fn status_is_the_snapshot_json_without_secrets() {
+fn status_is_the_status_json_report() {
     let srv = Server::with(healthy());
     let r = srv.get("/status");
     assert_eq!(r.status, 200);
     assert!(r.head.contains("content-type: application/json"));
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(v["schema"], SCHEMA_VERSION);
-    assert_eq!(v["instances"].as_array().unwrap().len(), 3);
+    // The schema of `pmi status --json` (docs/status-json.md).
+    let report: pmi::control::proto::StatusReport = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(report.schema, SCHEMA_VERSION);
+    assert_eq!(report.pmi.version, "9.9.9");
+    assert_eq!(report.instances.len(), 3);
     assert_eq!(v["instances"][0]["status"], "online");
-    assert_eq!(v["instances"][0]["env_keys"][0], "SECRET_KEY");
+    assert!(!r.body.contains("SECRET_KEY"));
 }
 
 #[test]

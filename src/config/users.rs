@@ -15,6 +15,7 @@ pub struct User {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    pub home: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +96,7 @@ fn parse_passwd(text: &str) -> Vec<User> {
                 name: f.first()?.to_string(),
                 uid: f.get(2)?.parse().ok()?,
                 gid: f.get(3)?.parse().ok()?,
+                home: f.get(5).map(|h| h.to_string()).unwrap_or_default(),
             })
         })
         .collect()

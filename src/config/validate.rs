@@ -440,7 +440,7 @@ impl Validator<'_> {
         let label = raw.label.clone();
         let lbl = Some(label.as_str());
 
-        let env = self.env(raw, deploy_env);
+        let mut env = self.env(raw, deploy_env);
         let child_path = env
             .get("PATH")
             .cloned()
@@ -558,7 +558,10 @@ impl Validator<'_> {
                 n.show()
             )),
         });
-        let (uid, gid, groups) = self.ids(raw);
+        let (uid, gid, groups, home) = self.ids(raw);
+        if let Some(h) = home {
+            env.entry("HOME".to_string()).or_insert(h);
+        }
         let logs = self.logs(raw, &cwd, exec_mode, instances_set);
         let pid_file = self
             .field(raw, "pid_file", |_, n| log_path(n, &cwd, "pid_file"))
@@ -916,7 +919,8 @@ impl Validator<'_> {
 
     /// uid (by name or number), gid (given, else the user's primary group), and the user's
     /// supplementary groups.
-    fn ids(&mut self, raw: &RawApp) -> (Option<u32>, Option<u32>, Vec<u32>) {
+    /// uid/gid/supplementary groups, and the user's home (pm2 sets HOME for a `uid` user).
+    fn ids(&mut self, raw: &RawApp) -> (Option<u32>, Option<u32>, Vec<u32>, Option<String>) {
         let user = self.field(raw, "uid", |v, n| {
             let s = units::string(n)?;
             let (uid, u) = v.users().user(&s)?;
@@ -926,13 +930,27 @@ impl Validator<'_> {
             let s = units::string(n)?;
             v.users().group(&s)
         });
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let switches = user.as_ref().is_some_and(|(u, _)| *u != euid) || gid.is_some();
+        if self.opts.check_scripts && euid != 0 && switches {
+            let key = if user.is_some() { "uid" } else { "gid" };
+            let pos = raw.get(key).map_or(raw.node.pos, |e| e.value.pos);
+            self.d.error(
+                pos,
+                Some(raw.label.as_str()),
+                Some(key),
+                format!("switching user or group needs pmi to run as root (it runs as uid {euid}); run pmi as root, or drop `uid`/`gid` and set the container's user instead"),
+            );
+        }
         match user {
             Some((uid, Some(u))) => {
                 let groups = self.users().supplementary(&u.name);
-                (Some(uid), gid.or(Some(u.gid)), groups)
+                let home = Some(u.home.clone()).filter(|h| !h.is_empty());
+                (Some(uid), gid.or(Some(u.gid)), groups, home)
             }
-            Some((uid, None)) => (Some(uid), gid, Vec::new()),
-            None => (None, gid, Vec::new()),
+            Some((uid, None)) => (Some(uid), gid, Vec::new(), None),
+            None => (None, gid, Vec::new(), None),
         }
     }
 

@@ -40,6 +40,8 @@ const SAFETY_REAP: Duration = Duration::from_secs(60);
 const DEFAULT_STRAY_GRACE: Duration = Duration::from_millis(1600);
 /// How long pmi waits for the apps' last output before exiting.
 const LOG_DRAIN: Duration = Duration::from_secs(2);
+/// Scheduler turns given to connection tasks before exit, so that final replies are written.
+const REPLY_FLUSH_YIELDS: usize = 16;
 /// Default interval of the `max_memory_restart` check (pm2's worker interval).
 const MEMORY_CHECK: Duration = Duration::from_secs(30);
 
@@ -265,6 +267,14 @@ impl Supervisor {
                 }
             }
         }
+        let (sock, group) = (
+            self.settings.socket.as_deref(),
+            self.settings.socket_group.as_deref(),
+        );
+        match crate::control::server::bind(sock, group) {
+            Ok(l) => drop(tokio::spawn(crate::control::server::serve(l, handle))),
+            Err(e) => tracing::warn!("control socket: {e}; apps run without it"),
+        }
         for (i, a) in self.state.apps.iter().enumerate() {
             if let Some(w) = &a.spec.watch {
                 crate::watch::spawn(
@@ -333,6 +343,11 @@ impl Supervisor {
         self.publish();
         for p in self.pending.drain(..) {
             let _ = p.reply.send(Err("pmi is exiting".into()));
+        }
+        // Let connection tasks write the replies just sent (e.g. to the `pmi stop all` that made
+        // pmi exit): each is one non-blocking write once its task runs.
+        for _ in 0..REPLY_FLUSH_YIELDS {
+            tokio::task::yield_now().await;
         }
         let code = finish.unwrap_or(exit::INTERNAL);
         let grace = self.settings.kill_timeout.unwrap_or(DEFAULT_STRAY_GRACE);
@@ -617,6 +632,11 @@ impl Supervisor {
             reaped_orphans: st.reaped_orphans,
             forwarded_signals: st.forwarded_signals,
             instances,
+            apps: st
+                .apps
+                .iter()
+                .map(|a| crate::status::app_info(&a.spec))
+                .collect(),
         };
         self.snapshot_tx.send_replace(Arc::new(snap));
     }

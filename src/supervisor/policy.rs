@@ -377,7 +377,7 @@ impl State {
                 }
             }
             // pmi must never be stopped by job control.
-            libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {}
+            libc::SIGTSTP => {}
             _ => {
                 for inst in &self.instances {
                     if let Some(pid) = inst.phase.pid() {
