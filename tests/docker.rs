@@ -219,21 +219,6 @@ impl Ctr {
         let took = start.elapsed();
         (took, self.wait_exit(Duration::from_secs(10)))
     }
-
-    /// Whether the control socket verbs work in this build (the control socket is being
-    /// written on another branch; until it lands, `pmi status` says the verb is not available).
-    fn control_available(&self) -> bool {
-        let o = self.exec(&["pmi", "status"]);
-        let t = text(&o);
-        if t.contains("not available yet") {
-            eprintln!(
-                "SKIPPED part of {}: no control socket in this build",
-                self.name
-            );
-            return false;
-        }
-        true
-    }
 }
 
 impl Drop for Ctr {
@@ -286,16 +271,14 @@ fn apps_come_up_and_pmi_status_lists_them() {
     let ctr = img.run(t, &[]);
     ctr.wait_online(3);
     let s = ctr.status().unwrap();
-    assert_eq!(s["pid"], 1, "pmi is PID 1");
-    if ctr.control_available() {
-        let o = ctr.exec(&["pmi", "status"]);
-        let out = text(&o);
-        assert!(o.status.success(), "{out}");
-        assert!(out.contains("api") && out.contains("jobs"), "{out}");
-        assert_eq!(out.matches("online").count(), 3, "{out}");
-        let o = ctr.exec(&["pmi", "status", "--json"]);
-        assert!(o.status.success(), "{}", text(&o));
-    }
+    assert_eq!(s["pmi"]["pid"], 1, "pmi is PID 1");
+    let o = ctr.exec(&["pmi", "status"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("api") && out.contains("jobs"), "{out}");
+    assert_eq!(out.matches("online").count(), 3, "{out}");
+    let o = ctr.exec(&["pmi", "status", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 #[test]
@@ -453,9 +436,6 @@ fn healthcheck_turns_unhealthy_when_an_app_is_errored() {
         ],
     );
     ctr.wait_online(2);
-    if !ctr.control_available() {
-        return;
-    }
     let health = || ctr.inspect("{{.State.Health.Status}}");
     wait_until("healthy", Duration::from_secs(30), || health() == "healthy");
     assert!(ctr.sh("touch /tmp/crash").status.success());
@@ -476,12 +456,10 @@ fn runs_restricted(t: &str, args: &[&str], socket: &str, allowed: &[&str]) {
     let img = Image::build(t, &apps_file(&sleeper("app", "    instances: 2\n")));
     let ctr = img.run(t, args);
     ctr.wait_online(2);
-    if ctr.control_available() {
-        let o = ctr.exec(&["pmi", "status"]);
-        assert!(o.status.success(), "pmi status: {}", text(&o));
-        let o = ctr.exec(&["test", "-S", socket]);
-        assert!(o.status.success(), "no socket at {socket}");
-    }
+    let o = ctr.exec(&["pmi", "status"]);
+    assert!(o.status.success(), "pmi status: {}", text(&o));
+    let o = ctr.exec(&["test", "-S", socket]);
+    assert!(o.status.success(), "no socket at {socket}");
     let diff = text(&docker(&["diff", &ctr.name]));
     for line in diff.lines() {
         let path = line.split_whitespace().nth(1).unwrap_or("");
@@ -558,19 +536,17 @@ fn http_probes_metrics_and_status_in_a_container() {
     });
     assert!(get(addr, "/readyz").body.contains("oneshot"));
     assert_eq!(get(addr, "/livez").status, 200);
-    if ctr.control_available() {
-        assert!(ctr.sh("rm /tmp/go").status.success());
-        let o = ctr.exec(&["pmi", "start", "oneshot"]);
-        assert!(o.status.success(), "{}", text(&o));
-        wait_until("/readyz 200", Duration::from_secs(20), || {
-            get(addr, "/readyz").status == 200
-        });
-        let o = ctr.exec(&["pmi", "stop", "worker"]);
-        assert!(o.status.success(), "{}", text(&o));
-        let r = get(addr, "/readyz");
-        assert_eq!(r.status, 503, "readiness after pmi stop worker");
-        assert!(r.body.contains("worker"), "{}", r.body);
-    }
+    assert!(ctr.sh("rm /tmp/go").status.success());
+    let o = ctr.exec(&["pmi", "start", "oneshot"]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_until("/readyz 200", Duration::from_secs(20), || {
+        get(addr, "/readyz").status == 200
+    });
+    let o = ctr.exec(&["pmi", "stop", "worker"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = get(addr, "/readyz");
+    assert_eq!(r.status, 503, "readiness after pmi stop worker");
+    assert!(r.body.contains("worker"), "{}", r.body);
 }
 
 #[test]
@@ -597,16 +573,14 @@ fn hostile_http_clients_do_not_stall_pmi() {
         "HTTP hung: {:?}",
         start.elapsed()
     );
-    if ctr.control_available() {
-        let start = Instant::now();
-        let o = ctr.exec(&["pmi", "status"]);
-        assert!(o.status.success(), "{}", text(&o));
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "status took {:?}",
-            start.elapsed()
-        );
-    }
+    let start = Instant::now();
+    let o = ctr.exec(&["pmi", "status"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "status took {:?}",
+        start.elapsed()
+    );
     // Once the header timeout has cut the hogs, probes are served again.
     wait_until(
         "/livez 200 after the hogs are cut",
