@@ -31,7 +31,6 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -150,7 +149,8 @@ pub async fn serve_snapshots(
             }
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tokio::spawn(refuse(stream));
+            // Over the cap: one short answer into the empty send buffer, never waiting, then close.
+            let _ = stream.try_write(BUSY);
             continue;
         };
         let reader = Reader {
@@ -163,11 +163,6 @@ pub async fn serve_snapshots(
             let _ = tokio::time::timeout(limits.connection_deadline, conn).await;
         });
     }
-}
-
-/// Over the connection cap: one short answer, best effort, then close.
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
 }
 
 /// What the endpoints read: the snapshot, and the CPU sampler `/status` shares across requests.
