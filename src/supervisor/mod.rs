@@ -258,6 +258,15 @@ impl Supervisor {
             );
         }
         let (handle, triggers) = self.handle();
+        if let Some(addr) = &self.settings.http {
+            match crate::http::bind(addr).await {
+                Ok(l) => drop(tokio::spawn(crate::http::serve(l, handle.clone()))),
+                Err(e) => {
+                    err_line(&format!("pmi: {e}; nothing was started"));
+                    return exit::USAGE;
+                }
+            }
+        }
         let (sock, group) = (
             self.settings.socket.as_deref(),
             self.settings.socket_group.as_deref(),
