@@ -106,20 +106,7 @@ impl FileSet {
         let entry = self
             .files
             .entry(path.clone())
-            .or_insert_with(|| match open(path) {
-                Ok((file, size, rotates)) => OpenFile::Open {
-                    file,
-                    size,
-                    rotates,
-                },
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot open log file {}: {e}; not writing it",
-                        path.display()
-                    );
-                    OpenFile::Failed
-                }
-            });
+            .or_insert_with(|| opened(path, open(path), "open"));
         let OpenFile::Open {
             file,
             size,
@@ -140,20 +127,11 @@ impl FileSet {
         // Rotation happens between chunks, so a file can pass the limit by at most one chunk,
         // and a line is never cut across two files.
         if *rotates && *size > self.rotate_bytes {
-            *entry = match rotate(path, self.keep).and_then(|()| open(path)) {
-                Ok((file, size, rotates)) => OpenFile::Open {
-                    file,
-                    size,
-                    rotates,
-                },
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot rotate log file {}: {e}; not writing it",
-                        path.display()
-                    );
-                    OpenFile::Failed
-                }
-            };
+            *entry = opened(
+                path,
+                rotate(path, self.keep).and_then(|()| open(path)),
+                "rotate",
+            );
         }
     }
 }
@@ -272,5 +250,24 @@ mod tests {
         set.write(&null, b"xx\n");
         assert!(Path::new("/dev/null").exists());
         assert!(!Path::new("/dev/null.1").exists());
+    }
+}
+
+/// The state of a file after an open (or a rotation, which reopens): a failure is reported once
+/// and the file is skipped from then on.
+fn opened(path: &Path, r: std::io::Result<(File, u64, bool)>, what: &str) -> OpenFile {
+    match r {
+        Ok((file, size, rotates)) => OpenFile::Open {
+            file,
+            size,
+            rotates,
+        },
+        Err(e) => {
+            tracing::warn!(
+                "cannot {what} log file {}: {e}; not writing it",
+                path.display()
+            );
+            OpenFile::Failed
+        }
     }
 }

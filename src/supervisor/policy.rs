@@ -682,6 +682,13 @@ mod tests {
         }
     }
 
+    fn every_second() -> Option<CronSpec> {
+        Some(CronSpec {
+            source: "* * * * * *".into(),
+            schedule: "* * * * * *".parse().unwrap(),
+        })
+    }
+
     /// A clock the test moves by hand.
     struct Clock(Now);
     impl Clock {
@@ -951,10 +958,7 @@ mod tests {
         );
         let mut cronjob = app("cron");
         cronjob.restart.autorestart = false;
-        cronjob.cron_restart = Some(CronSpec {
-            source: "* * * * * *".into(),
-            schedule: "* * * * * *".parse().unwrap(),
-        });
+        cronjob.cron_restart = every_second();
         let (mut st, mut pid) = started(vec![cronjob], c.0);
         let acts = st.on_start(c.0);
         run(&mut st, acts, c.0, &mut pid);
@@ -971,10 +975,7 @@ mod tests {
     fn cron_restarts_a_running_app_gracefully() {
         let mut c = Clock::new();
         let mut a = app("a");
-        a.cron_restart = Some(CronSpec {
-            source: "* * * * * *".into(),
-            schedule: "* * * * * *".parse().unwrap(),
-        });
+        a.cron_restart = every_second();
         let (mut st, _) = started(vec![a], c.0);
         let p = pid_of(&st, 0);
         let acts = st.on_tick(c.advance(1000));
