@@ -164,6 +164,25 @@ fn rotate(path: &Path, keep: usize) -> io::Result<()> {
     std::fs::rename(path, numbered(1))
 }
 
+/// The state of a file after an open (or a rotation, which reopens): a failure is reported once
+/// and the file is skipped from then on.
+fn opened(path: &Path, r: std::io::Result<(File, u64, bool)>, what: &str) -> OpenFile {
+    match r {
+        Ok((file, size, rotates)) => OpenFile::Open {
+            file,
+            size,
+            rotates,
+        },
+        Err(e) => {
+            tracing::warn!(
+                "cannot {what} log file {}: {e}; not writing it",
+                path.display()
+            );
+            OpenFile::Failed
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,24 +269,5 @@ mod tests {
         set.write(&null, b"xx\n");
         assert!(Path::new("/dev/null").exists());
         assert!(!Path::new("/dev/null.1").exists());
-    }
-}
-
-/// The state of a file after an open (or a rotation, which reopens): a failure is reported once
-/// and the file is skipped from then on.
-fn opened(path: &Path, r: std::io::Result<(File, u64, bool)>, what: &str) -> OpenFile {
-    match r {
-        Ok((file, size, rotates)) => OpenFile::Open {
-            file,
-            size,
-            rotates,
-        },
-        Err(e) => {
-            tracing::warn!(
-                "cannot {what} log file {}: {e}; not writing it",
-                path.display()
-            );
-            OpenFile::Failed
-        }
     }
 }
