@@ -293,6 +293,21 @@ fn max_memory_restart_restarts_only_the_app_over_its_limit() {
         .set("max_memory_restart", "30M"),
         App::new("small", &["record-start", &sb.p("small-starts")])
             .set("max_memory_restart", "30M"),
+        // The leader stays small; its child (same process group) grows.
+        App::new(
+            "group",
+            &[
+                "bg",
+                "grow-mem",
+                "80",
+                "5",
+                "::",
+                "record-start",
+                &sb.p("group-starts"),
+            ],
+        )
+        .set("max_memory_restart", "30M")
+        .set("kill_timeout", "300"),
     ];
     let file = sb.write(
         "apps.yaml",
@@ -305,6 +320,11 @@ fn max_memory_restart_restarts_only_the_app_over_its_limit() {
     pmi.wait_for("big restarted over its limit", secs(10.0), || {
         count(&sb, "big-starts") >= 2
     });
+    pmi.wait_for(
+        "group restarted: the limit is on the whole process group's RSS",
+        secs(10.0),
+        || count(&sb, "group-starts") >= 2,
+    );
     assert_eq!(
         count(&sb, "small-starts"),
         1,
@@ -809,6 +829,7 @@ fn instances_max_and_minus_1_count_usable_cpus() {
     let apps = [
         env_app(&sb, "max").set("instances", "max"),
         env_app(&sb, "minus1").set("instances", "-1"),
+        env_app(&sb, "zero").set("instances", "0"),
     ];
     let file = sb.apps(&apps);
     let check_args = [Path::new("check"), Path::new("--json"), &file];
@@ -816,6 +837,7 @@ fn instances_max_and_minus_1_count_usable_cpus() {
     let pinned = apps_by_name(&check_json(&sb.plain(check_args).cpus(&[0]).run()));
     assert_eq!(pinned["max"]["instances"], 1, "max under taskset -c 0");
     assert_eq!(pinned["minus1"]["instances"], 1, "-1 under taskset -c 0");
+    assert_eq!(pinned["zero"]["instances"], 1, "0 under taskset -c 0");
 
     let free = apps_by_name(&check_json(&sb.plain(check_args).run()));
     let n = free["max"]["instances"].as_u64().expect("instances");
@@ -825,6 +847,7 @@ fn instances_max_and_minus_1_count_usable_cpus() {
         Some((n - 1).max(1)),
         "-1 is one less than max ({n}), at least 1"
     );
+    assert_eq!(free["zero"]["instances"].as_u64(), Some(n), "0 is max");
 
     run_to_exit_0(sb.pid1([&file]).cpus(&[0]));
     assert_eq!(
@@ -944,4 +967,27 @@ fn pid_file_of_several_instances_gets_pm_id_suffixes() {
             || pid_in(&sb, &f).as_ref() == want.first(),
         );
     }
+}
+
+#[test]
+fn pid_file_is_removed_when_the_instance_exits() {
+    let sb = Sandbox::new();
+    let apps = [App::new("brief", &["wait-file", &sb.p("release")])
+        .set("autorestart", "false")
+        .set("pid_file", "brief.pid")];
+    let mut pmi = sb.start_apps(&apps, &[]);
+    let written = || {
+        ["brief.pid", "brief-0.pid"]
+            .into_iter()
+            .find(|f| pid_in(&sb, f).is_some())
+    };
+    pmi.wait_for("the pid file", wait_time(), || written().is_some());
+    sb.write("release", "");
+    assert_eq!(pmi.wait_exit(wait_time()), 0);
+    assert_eq!(
+        written(),
+        None,
+        "pm2 unlinks the pid file when the process exits (God.handleExit); a stale pid \
+         file names a pid that may be reused"
+    );
 }
