@@ -83,8 +83,6 @@ async fn supervise(
                     libc::SIGCHLD => {
                         status = reap_all().exits.into_iter().find(|(p, _)| *p == child).map(|(_, s)| s);
                     }
-                    // tini's choice: pmi must not be stopped while it hands over the terminal.
-                    libc::SIGTTIN | libc::SIGTTOU => {}
                     _ => {
                         signals::kill_pid(child, sig);
                         let stopping = sig == libc::SIGTERM || sig == libc::SIGINT;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::pool;
 use super::work::Job;
 use super::{CHANNEL_BUFFERS, ROTATE_BYTES, ROTATE_KEEP};
 
@@ -58,6 +59,7 @@ pub(crate) fn spawn_file_writer() -> FileTx {
                         for path in job.data.paths.iter() {
                             files.write(path, &job.data.data);
                         }
+                        pool::put(job.into_data().data);
                     }
                     FileMsg::Reopen => files.reopen(),
                 }

@@ -258,6 +258,15 @@ impl Supervisor {
             );
         }
         let (handle, triggers) = self.handle();
+        if let Some(addr) = &self.settings.http {
+            match crate::http::bind(addr).await {
+                Ok(l) => drop(tokio::spawn(crate::http::serve(l, handle.clone()))),
+                Err(e) => {
+                    err_line(&format!("pmi: {e}; nothing was started"));
+                    return exit::USAGE;
+                }
+            }
+        }
         let (sock, group) = (
             self.settings.socket.as_deref(),
             self.settings.socket_group.as_deref(),
@@ -304,7 +313,13 @@ impl Supervisor {
             let actions = tokio::select! {
                 s = sigs.next() => match s {
                     Some(libc::SIGCHLD) => self.reap(),
-                    Some(sig) => self.state.on_signal(sig, Now::read()),
+                    Some(sig) => {
+                        if sig == libc::SIGUSR2 {
+                            // As pm2's daemon: reopen log files (after an external rotation).
+                            self.logs.reopen_files();
+                        }
+                        self.state.on_signal(sig, Now::read())
+                    }
                     None => Vec::new(),
                 },
                 Some(msg) = self.inbox_rx.recv() => self.control(msg),
@@ -408,6 +423,7 @@ impl Supervisor {
                     Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
                     Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
                     Action::Finish { code } => finish = Some(code),
+                    Action::Removed(id) => self.logs.forget(id),
                 }
             }
             // A stop completes when the stopped leader's whole group is gone. Its members are

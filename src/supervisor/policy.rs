@@ -37,6 +37,8 @@ pub enum Action {
     Finish { code: i32 },
     /// A message for pmi's log.
     Note(Level, String),
+    /// An instance is gone for good (scale-down): drop what is kept for it.
+    Removed(InstId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +252,7 @@ impl State {
             Then::Stop | Then::Restart => inst.phase = Phase::Stopped,
             Then::Remove => {
                 self.instances.remove(pos);
+                out.push(Action::Removed(id));
             }
         }
         self.after_event(now, &mut out);
@@ -377,7 +380,7 @@ impl State {
                 }
             }
             // pmi must never be stopped by job control.
-            libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {}
+            libc::SIGTSTP => {}
             _ => {
                 for inst in &self.instances {
                     if let Some(pid) = inst.phase.pid() {
@@ -540,7 +543,10 @@ impl State {
                     Some(
                         Phase::Running { .. } | Phase::Stopping { .. } | Phase::Draining { .. },
                     ) => self.begin_stop(id, Then::Remove, now, &mut out),
-                    _ => self.instances.retain(|i| i.id != id),
+                    _ => {
+                        self.instances.retain(|i| i.id != id);
+                        out.push(Action::Removed(id));
+                    }
                 }
             }
         }
