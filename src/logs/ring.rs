@@ -111,7 +111,7 @@ impl RingChunk {
     }
 
     pub fn push(&mut self, line: &[u8]) {
-        self.text.extend_from_slice(line);
+        super::format::push_blocks(&mut self.text, line);
         // A chunk holds at most a read plus a pending line, far below 4 GiB.
         self.ends
             .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
