@@ -3,8 +3,8 @@
  *
  *   helper idle                 pause forever (dies on TERM/INT: a cooperative app)
  *   helper fifo PATH            write CLOCK_MONOTONIC ns to the FIFO PATH, then idle
- *   helper crash LOG MAX        append the start time (ns) to LOG and exit 1 at once;
- *                               once LOG holds MAX lines, idle instead of exiting
+ *   helper crash LOG MAX MS     log its start time to LOG, live MS ms, log its exit time and
+ *                               exit 1; once LOG holds MAX starts, idle instead of exiting
  *   helper spam BYTES           write BYTES of 100-byte lines to stdout, 64 KiB at a time
  *   helper zombies N OUT        make N orphan zombies of the init, time until the init has
  *                               reaped them all, write the time (ns) to OUT
@@ -58,18 +58,26 @@ static int cmd_fifo(const char *path) {
     return 0;
 }
 
-static int cmd_crash(const char *path, long max) {
+static void log_line(int fd, char tag, long long t) {
+    char buf[32];
+    /* Fixed width (22 bytes), so the harness can count lines from the file size. */
+    int n = snprintf(buf, sizeof buf, "%c%020lld\n", tag, t);
+    write_all(fd, buf, (size_t)n);
+}
+
+/* Logs "S<ns>" at start; after `live_ms`, logs "E<ns>" and exits 1. Once LOG holds `max` starts
+ * it idles instead. The harness measures each E → next S: the supervisor's restart latency. */
+static int cmd_crash(const char *path, long max, long live_ms) {
     long long t = now_ns();
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
     if (fd < 0) { perror("helper crash: open"); return 2; }
-    char buf[32];
-    /* Fixed width, so the line count is the file size / 21. */
-    int n = snprintf(buf, sizeof buf, "%020lld\n", t);
-    write_all(fd, buf, (size_t)n);
+    log_line(fd, 'S', t);
     struct stat st;
     fstat(fd, &st);
-    close(fd);
-    if (st.st_size / 21 >= max) idle();
+    if (st.st_size / 22 >= 2 * max - 1) idle();
+    struct timespec nap = {live_ms / 1000, (live_ms % 1000) * 1000000L};
+    while (nanosleep(&nap, &nap) < 0 && errno == EINTR) {}
+    log_line(fd, 'E', now_ns());
     return 1;
 }
 
@@ -149,11 +157,11 @@ int main(int argc, char **argv) {
     const char *c = argv[1];
     if (!strcmp(c, "idle")) idle();
     if (!strcmp(c, "fifo") && argc == 3) return cmd_fifo(argv[2]);
-    if (!strcmp(c, "crash") && argc == 4) return cmd_crash(argv[2], atol(argv[3]));
+    if (!strcmp(c, "crash") && argc == 5) return cmd_crash(argv[2], atol(argv[3]), atol(argv[4]));
     if (!strcmp(c, "spam") && argc == 3) return cmd_spam(atoll(argv[2]));
     if (!strcmp(c, "sink") && argc == 3) return cmd_sink(atoll(argv[2]));
     if (!strcmp(c, "zombies") && argc == 4) return cmd_zombies(atol(argv[2]), argv[3]);
 usage:
-    fprintf(stderr, "usage: helper idle|fifo PATH|crash LOG MAX|spam BYTES|sink BYTES|zombies N OUT\n");
+    fprintf(stderr, "usage: helper idle|fifo PATH|crash LOG MAX MS|spam BYTES|sink BYTES|zombies N OUT\n");
     return 2;
 }

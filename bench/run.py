@@ -146,7 +146,7 @@ class Run:
                                   start_new_session=True, close_fds=True)
         self.pid = self.p.pid
 
-    def stderr_tail(self, n=300):
+    def stderr_tail(self, n=200):
         self.tmp_stderr.seek(0)
         s = self.tmp_stderr.read().decode(errors="replace").strip()
         return " ".join(s[-n:].split())
@@ -262,7 +262,7 @@ class Pmi(Peer):
                 f"    instances: {a.instances}",
                 f"    autorestart: {'true' if a.autorestart else 'false'}",
                 "    restart_delay: 0",
-                "    min_uptime: 0",
+                "    min_uptime: 100",
                 "    max_restarts: 1000000",
             ]
         path = os.path.join(tmp, "apps.yaml")
@@ -434,251 +434,210 @@ class Ctx:
     def __init__(self, args, helper, log):
         self.args, self.helper, self.log = args, helper, log
 
-    def tmpdir(self):
-        return tempfile.mkdtemp(prefix="pmi-bench-")
 
+class Session:
+    """A temp dir and an init started in it; stops the init and removes the dir on exit."""
 
-def start(peer, apps, tmp, log_format=None, stdout=subprocess.DEVNULL, wrap=None):
-    argv, env = peer.command(apps, tmp, log_format)
-    if wrap:
-        argv = wrap + argv
-    return Run(argv, env=env, stdout=stdout, cwd=tmp)
+    def __init__(self, peer, apps=None, log_format=None, stdout=subprocess.DEVNULL, wrap=None):
+        self.peer, self.apps, self.log_format = peer, apps, log_format
+        self.stdout, self.wrap = stdout, wrap
+        self.tmp = tempfile.mkdtemp(prefix="pmi-bench-")
+        self.run = None
+
+    def start(self, apps=None):
+        argv, env = self.peer.command(apps or self.apps, self.tmp, self.log_format)
+        self.run = Run((self.wrap or []) + argv, env=env, stdout=self.stdout, cwd=self.tmp)
+        return self.run
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.run:
+            self.run.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def wait_running(run, marker, n, timeout):
-    got = wait_for(lambda: not run.alive() or count_apps(run.pid, marker) >= n, timeout, 0.02)
+    wait_for(lambda: not run.alive() or count_apps(run.pid, marker) >= n, timeout, 0.02)
     if not run.alive():
         raise run.died("the init exited before its apps ran")
     c = count_apps(run.pid, marker)
     if c < n:
         raise Failed(f"only {c}/{n} apps running after {timeout:.0f} s")
-    return got
 
 
-def w_launch(ctx, peer):
-    """Launch → app running: the app writes CLOCK_MONOTONIC to a FIFO the harness reads."""
-    samples = []
-    for i in range(ctx.args.runs):
-        tmp = ctx.tmpdir()
-        fifo = os.path.join(tmp, "fifo")
+# Each `*_once` function takes one sample (or raises Unsupported / Failed); the driver calls
+# them round-robin over the peers, so that a burst of load on the machine hits every peer alike.
+
+def launch_once(ctx, peer):
+    """Launch → app running: the app writes its CLOCK_MONOTONIC start to a FIFO."""
+    with Session(peer) as s:
+        fifo = os.path.join(s.tmp, "fifo")
         os.mkfifo(fifo)
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-        run = None
         try:
             apps = [App("fifo", [ctx.helper, "fifo", fifo])]
-            argv, env = peer.command(apps, tmp)
+            argv, env = peer.command(apps, s.tmp)
             t0 = now_ns()
-            run = Run(argv, env=env, cwd=tmp)
+            s.run = Run(argv, env=env, cwd=s.tmp)
             r, _, _ = select.select([fd], [], [], 10)
             if not r:
-                raise run.died("the app did not start within 10 s")
-            data = os.read(fd, 64).decode().strip()
-            samples.append((int(data) - t0) / 1e6)
+                raise s.run.died("the app did not start within 10 s")
+            return (int(os.read(fd, 64).decode().strip()) - t0) / 1e6
         finally:
             os.close(fd)
-            if run:
-                run.stop()
-            shutil.rmtree(tmp, ignore_errors=True)
-    return samples, "ms"
 
 
-def w_sigterm(ctx, peer):
+def sigterm_once(ctx, peer):
     """SIGTERM → the init has exited, with 10 cooperative apps (1 for single-command inits)."""
     n = 10 if peer.supervisor else 1
-    samples = []
-    for _ in range(ctx.args.runs):
-        tmp = ctx.tmpdir()
-        run = None
+    with Session(peer, [App("idle", [ctx.helper, "idle"], instances=n)]) as s:
+        run = s.start()
+        wait_running(run, "idle", n, 30)
+        time.sleep(0.05)
+        t0 = now_ns()
+        run.p.send_signal(signal.SIGTERM)
         try:
-            run = start(peer, [App("idle", [ctx.helper, "idle"], instances=n)], tmp)
-            wait_running(run, "idle", n, 30)
-            time.sleep(0.05)
-            t0 = now_ns()
-            run.p.send_signal(signal.SIGTERM)
-            try:
-                run.p.wait(20)
-            except subprocess.TimeoutExpired:
-                raise Failed("still running 20 s after SIGTERM")
-            samples.append((now_ns() - t0) / 1e6)
-        finally:
-            if run:
-                run.stop()
-            shutil.rmtree(tmp, ignore_errors=True)
-    note = "10 apps" if n == 10 else "1 app (no apps file)"
-    return samples, "ms", note
+            run.p.wait(20)
+        except subprocess.TimeoutExpired:
+            raise Failed("still running 20 s after SIGTERM")
+        dt = (now_ns() - t0) / 1e6
+        left = count_apps(os.getpid(), "idle")
+        if left:
+            raise Failed(f"exited but left {left} app(s) running")
+        return dt
 
 
-def w_crash(ctx, peer):
-    """Crash → restarted: an app that exits 1 at once; the interval between consecutive starts."""
+def crash_samples(ctx, peer):
+    """Crash → restarted: an app lives 150 ms (over pm2's minimum min_uptime, so no restart is
+    'unstable') and exits 1; each sample is its exit → the next start, as the app logs them."""
     if not peer.supervisor:
         raise Unsupported("does not restart (exits with its child)")
-    tmp = ctx.tmpdir()
-    log = os.path.join(tmp, "starts")
-    want = ctx.args.runs * 3 + 1
-    run = None
-    try:
-        run = start(peer, [App("crash", [ctx.helper, "crash", log, str(want)], autorestart=True)], tmp)
+    want = ctx.args.crashes + 1
+    with Session(peer) as s:
+        log = os.path.join(s.tmp, "starts")
+        run = s.start([App("crash", [ctx.helper, "crash", log, str(want), "150"], autorestart=True)])
         size = lambda: os.path.getsize(log) if os.path.exists(log) else 0
-        wait_for(lambda: size() >= want * 21 or not run.alive(), 30, 0.02)
-        with open(log) if os.path.exists(log) else open(os.devnull) as f:
-            starts = [int(x) for x in f.read().split()]
-        if len(starts) < 2:
-            raise run.died(f"{len(starts)} start(s) in 30 s")
-        samples = [(b - a) / 1e6 for a, b in zip(starts, starts[1:])]
-        note = "" if len(starts) >= want else f"only {len(starts)} starts in 30 s"
-        return samples, "ms", note
-    finally:
-        if run:
-            run.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        limit = 10 + want * 2.5
+        wait_for(lambda: size() >= (2 * want - 1) * 22 or not run.alive(), limit, 0.05)
+        lines = open(log).read().split() if os.path.exists(log) else []
+        samples = [(int(b[1:]) - int(a[1:])) / 1e6 for a, b in zip(lines, lines[1:])
+                   if a[0] == "E" and b[0] == "S"]
+        if not samples:
+            raise run.died(f"no restart within {limit:.0f} s")
+        starts = sum(1 for x in lines if x[0] == "S")
+        return samples, "" if starts >= want else f"only {starts} starts in {limit:.0f} s"
 
 
-def read_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise Failed("no VmRSS")
-
-
-def w_rss(ctx, peer, n):
-    """The init's own VmRSS with n idle instances."""
+def rss_once(ctx, peer, n):
+    """The init's own VmRSS (MiB) with n idle instances running."""
     if n > 1 and not peer.supervisor:
         raise Unsupported("one child only")
-    samples = []
-    reps = ctx.args.runs if n == 1 else (1 if n >= 1000 else min(ctx.args.runs, 3))
-    for _ in range(max(1, min(reps, 3))):
-        tmp = ctx.tmpdir()
-        run = None
-        try:
-            run = start(peer, [App("idle", [ctx.helper, "idle"], instances=n)], tmp)
-            wait_running(run, "idle", n, 60 if n >= 1000 else 30)
-            time.sleep(ctx.args.settle)
-            samples.append(read_rss_kib(run.pid) / 1024)
-        finally:
-            if run:
-                run.stop()
-            shutil.rmtree(tmp, ignore_errors=True)
-    return samples, "MiB"
+    with Session(peer, [App("idle", [ctx.helper, "idle"], instances=n)]) as s:
+        run = s.start()
+        wait_running(run, "idle", n, 90 if n >= 1000 else 30)
+        time.sleep(ctx.args.settle)
+        with open(f"/proc/{run.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise Failed("no VmRSS")
 
 
-def w_status(ctx, peer):
+def status_samples(ctx, peer):
     """`status` as a whole process (fork, exec, connect, answer, exit), with 10 apps."""
-    if not peer.supervisor:
-        raise Unsupported("no status command")
     if isinstance(peer, Horust):
         raise Unsupported("Horust has no status command")
-    tmp = ctx.tmpdir()
-    run = None
-    try:
-        run = start(peer, [App("idle", [ctx.helper, "idle"], instances=10)], tmp)
+    if not peer.supervisor:
+        raise Unsupported("no status command")
+    with Session(peer, [App("idle", [ctx.helper, "idle"], instances=10)]) as s:
+        run = s.start()
         wait_running(run, "idle", 10, 30)
-        argv, env = peer.status_argv, peer.status_env(tmp)
-        # First call outside the timing (page cache); it also tells whether the verb works.
+        argv, env = peer.status_argv, peer.status_env(s.tmp)
+        # A first call outside the timing (page cache); it also tells whether the verb works.
         r = subprocess.run(argv, env=env, capture_output=True, timeout=10)
         if r.returncode != 0 or not r.stdout.strip():
             msg = " ".join((r.stderr or r.stdout).decode(errors="replace").split())[:160]
-            raise Failed(f"`{' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv))}` "
-                         f"exited {r.returncode}: {msg}")
+            shown = " ".join([os.path.basename(argv[0])] + argv[1:])
+            raise Failed(f"`{shown}` exited {r.returncode}: {msg}")
         samples = []
         for _ in range(ctx.args.runs * 2):
             t0 = now_ns()
             subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            timeout=10)
             samples.append((now_ns() - t0) / 1e6)
-        return samples, "ms"
-    finally:
-        if run:
-            run.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        return samples, ""
 
 
-def w_logs_floor(ctx):
-    """The floor: the app writes into a pipe read by `cat` > /dev/null."""
+def logs_floor_once(ctx):
+    """The floor: the app writes into a pipe read by `cat` > /dev/null (MB/s of the app)."""
     b = ctx.args.log_bytes
-    samples = []
-    for _ in range(ctx.args.log_runs):
-        t0 = now_ns()
-        r = subprocess.run(["sh", "-c", f'"$0" spam {b} | cat >/dev/null', ctx.helper])
-        if r.returncode != 0:
-            raise Failed("the floor pipeline failed")
-        samples.append(b / 1e6 / ((now_ns() - t0) / 1e9))
-    return samples, "MB/s", "app | cat > /dev/null"
+    t0 = now_ns()
+    r = subprocess.run(["sh", "-c", f'"$0" spam {b} | cat >/dev/null', ctx.helper])
+    if r.returncode != 0:
+        raise Failed("the floor pipeline failed")
+    return b / 1e6 / ((now_ns() - t0) / 1e9)
 
 
-def w_logs(ctx, peer, fmt):
-    """Log throughput: one app writes log_bytes of 100-byte lines; MB/s of the app's bytes."""
+def logs_once(ctx, peer, fmt):
+    """One app writes log_bytes of 100-byte lines through the init; MB/s of the app's bytes."""
     b = ctx.args.log_bytes
-    note = ""
-    if not peer.supervisor:
+    if isinstance(peer, Horust) or not peer.supervisor:
         raise Unsupported("no log pipeline: the app writes to the init's stdout itself")
-    samples = []
-    for _ in range(ctx.args.log_runs):
-        tmp = ctx.tmpdir()
-        run = sink = None
-        try:
-            apps = [App("spam", [ctx.helper, "spam", str(b)])]
-            if isinstance(peer, Supervisord):
-                # supervisord never exits by itself: its stdout goes to a pipe read by a sink
-                # that ends after the app's bytes.
-                argv, env = peer.command(apps, tmp, fmt)
-                rfd, wfd = os.pipe()
+    apps = [App("spam", [ctx.helper, "spam", str(b)])]
+    if isinstance(peer, Supervisord):
+        # supervisord never exits by itself: its stdout goes into a pipe read by a sink that
+        # ends after the app's byte count.
+        rfd, wfd = os.pipe()
+        with Session(peer, apps, log_format=fmt, stdout=wfd) as s:
+            sink = None
+            try:
                 t0 = now_ns()
                 sink = subprocess.Popen([ctx.helper, "sink", str(b)], stdin=rfd,
                                         start_new_session=True)
-                run = Run(argv, env=env, stdout=wfd, cwd=tmp)
+                s.start()
                 os.close(rfd)
                 os.close(wfd)
-                sink.wait(120)
-                note = "its stdout into a pipe read to the app's byte count (it never exits)"
-            elif isinstance(peer, Horust):
-                raise Unsupported("no log pipeline: the app writes to Horust's stdout itself")
-            else:
-                argv, env = peer.command(apps, tmp, fmt)
-                t0 = now_ns()
-                run = Run(argv, env=env, cwd=tmp)
+                rfd = wfd = None
                 try:
-                    run.p.wait(120)
+                    sink.wait(120)
                 except subprocess.TimeoutExpired:
                     raise Failed("not done after 120 s")
-                if run.p.returncode != 0:
-                    raise run.died("the init failed")
-                note = "init's stdout → /dev/null; until the init has exited"
-            samples.append(b / 1e6 / ((now_ns() - t0) / 1e9))
-        finally:
-            if sink and sink.poll() is None:
-                sink.kill()
-                sink.wait()
-            if run:
-                run.stop()
-            shutil.rmtree(tmp, ignore_errors=True)
-    return samples, "MB/s", note
-
-
-def w_zombies(ctx, peer, n):
-    """Reaping n orphan zombies, each init as PID 1 of a new pid namespace."""
-    samples = []
-    for _ in range(ctx.args.zombie_runs):
-        tmp = ctx.tmpdir()
-        out = os.path.join(tmp, "reaped")
-        run = None
+                return b / 1e6 / ((now_ns() - t0) / 1e9)
+            finally:
+                for fd in (rfd, wfd):
+                    if fd is not None:
+                        os.close(fd)
+                if sink and sink.poll() is None:
+                    sink.kill()
+                    sink.wait()
+    with Session(peer, apps, log_format=fmt) as s:
+        t0 = now_ns()
+        run = s.start()
         try:
-            apps = [App("zombies", [ctx.helper, "zombies", str(n), out])]
-            run = start(peer, apps, tmp,
-                        wrap=["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
-            done = wait_for(lambda: os.path.exists(out) and os.path.getsize(out) > 0,
-                            ctx.args.zombie_timeout, 0.005)
-            if not done:
-                if not run.alive():
-                    raise run.died("the init exited first")
-                raise Failed(f"not all reaped after {ctx.args.zombie_timeout:.0f} s (time-out)")
-            with open(out) as f:
-                samples.append(int(f.read()) / 1e6)
-        finally:
-            if run:
-                run.stop()
-            shutil.rmtree(tmp, ignore_errors=True)
-    return samples, "ms"
+            run.p.wait(120)
+        except subprocess.TimeoutExpired:
+            raise Failed("not done after 120 s")
+        if run.p.returncode != 0:
+            raise run.died("the init failed")
+        return b / 1e6 / ((now_ns() - t0) / 1e9)
+
+
+def zombies_once(ctx, peer, n):
+    """Reaping n orphan zombies (ms), the init as PID 1 of a new pid namespace."""
+    wrap = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    with Session(peer, wrap=wrap) as s:
+        out = os.path.join(s.tmp, "reaped")
+        run = s.start([App("zombies", [ctx.helper, "zombies", str(n), out])])
+        done = wait_for(lambda: os.path.exists(out) and os.path.getsize(out) > 0,
+                        ctx.args.zombie_timeout, 0.005)
+        if not done:
+            if not run.alive():
+                raise run.died("the init exited first")
+            raise Failed(f"not all reaped {ctx.args.zombie_timeout:.0f} s after the start (time-out)")
+        with open(out) as f:
+            return int(f.read()) / 1e6
 
 
 def cpu_counters(pid):
@@ -702,28 +661,27 @@ def cpu_counters(pid):
     return cpu_ms, vol, invol
 
 
-def w_idle_all(ctx, peers):
-    """CPU time and wake-ups over `idle_secs` with 10 idle apps; every peer at once."""
-    res = {}
-    runs = {}
+def idle_all(ctx, peers):
+    """CPU time and wake-ups over `idle_secs` with 10 idle apps; every peer at once (they are
+    idle, so they do not disturb each other, and the 30 s are spent once)."""
+    res, live = {}, {}
+    sessions = []
     try:
         for peer in peers:
             n = 10 if peer.supervisor else 1
-            tmp = ctx.tmpdir()
-            try:
-                runs[peer.name] = (start(peer, [App("idle", [ctx.helper, "idle"], instances=n)], tmp), tmp, n)
-            except Unsupported as e:
-                res[peer.name] = ("unsupported", str(e))
-        for name, (run, _, n) in list(runs.items()):
+            s = Session(peer, [App("idle", [ctx.helper, "idle"], instances=n)])
+            sessions.append(s)
+            live[peer.name] = (s.start(), n)
+        for name, (run, n) in list(live.items()):
             try:
                 wait_running(run, "idle", n, 30)
             except Failed as e:
                 res[name] = ("failed", str(e))
-                del runs[name]
+                del live[name]
         time.sleep(ctx.args.settle)
-        before = {name: cpu_counters(run.pid) for name, (run, _, _) in runs.items()}
+        before = {name: cpu_counters(run.pid) for name, (run, _) in live.items()}
         time.sleep(ctx.args.idle_secs)
-        for name, (run, _, n) in runs.items():
+        for name, (run, n) in live.items():
             if not run.alive():
                 res[name] = ("failed", "exited while idle")
                 continue
@@ -731,9 +689,8 @@ def w_idle_all(ctx, peers):
             res[name] = ("ok", {"cpu_ms": b[0] - a[0], "voluntary": b[1] - a[1],
                                 "involuntary": b[2] - a[2], "apps": n})
     finally:
-        for run, tmp, _ in runs.values():
-            run.stop()
-            shutil.rmtree(tmp, ignore_errors=True)
+        for s in sessions:
+            s.__exit__(None, None, None)
     return res
 
 
@@ -831,7 +788,7 @@ def targets(report, idle, sizes):
     row("crash → restarted ≤ 2 ms", v, lambda x: x <= 2, lambda x: f"{x:.2f} ms")
     v = median_of(report, "status", "pmi")
     row("`pmi status --json` ≤ 5 ms", v, lambda x: x <= 5, lambda x: f"{x:.2f} ms")
-    floor = median_of(report, "logs", "app | cat (floor)")
+    floor = median_of(report, "logs", "cat pipe (floor)")
     v = median_of(report, "logs", "pmi (prefixed)")
     row("log throughput, prefixed ≥ 80 % of cat", None if v is None or not floor else v / floor,
         lambda r: r >= 0.8, lambda r: f"{100 * r:.0f} % ({v:.0f} vs {floor:.0f} MB/s)")
@@ -866,7 +823,9 @@ def main():
     args.log_bytes = 20_000_000 if q else 200_000_000
     args.log_runs = 2 if q else 5
     args.zombie_runs = 2 if q else 5
-    args.zombie_timeout = 5 if q else 35
+    args.zombie_timeout = 10 if q else 40
+    args.crashes = 3 if q else 10
+    args.budget = 5 if q else 20
     args.idle_secs = 5 if q else 30
     args.settle = 0.3 if q else 1.0
     args.rss_counts = [1, 100] if q else [1, 100, 1000]
@@ -895,75 +854,100 @@ def main():
         report = Report()
         avail = [p for p in peers if p.available()]
 
-        def measure(key, title, unit, fn, higher=False, extra_rows=()):
+        def round_robin(key, title, unit, entries, reps, higher=False, skip=None):
+            """entries: (label, peer or None, one-sample function). Repetitions go round the
+            peers; a peer that cannot run the workload, or fails, is dropped with the reason."""
             if key.split("_")[0] not in only:
                 return
-            rows = list(extra_rows)
+            samples = {label: [] for label, _, _ in entries}
+            notes = {}
+            spent = {label: 0.0 for label, _, _ in entries}
+            for r in range(reps):
+                for label, peer, fn in entries:
+                    if label in notes:
+                        continue
+                    if skip and label in skip:
+                        notes[label] = skip[label]
+                        continue
+                    if spent[label] > args.budget:
+                        # A slow peer does not get every repetition: the harness stays short.
+                        notes[label] = f"{len(samples[label])} run(s) only: slow (time budget)"
+                        continue
+                    t_start = time.monotonic()
+                    if peer is not None and not peer.available():
+                        notes[label] = f"not available: {peer.why}"
+                        continue
+                    log(f"{title} [{r + 1}/{reps}]: {label}")
+                    try:
+                        samples[label].append(fn())
+                    except Unsupported as e:
+                        notes[label] = f"n/a: {e}"
+                    except Failed as e:
+                        notes[label] = f"failed: {e}" + (f" (after {len(samples[label])} good runs)"
+                                                          if samples[label] else "")
+                    finally:
+                        kill_all_descendants()
+                        spent[label] += time.monotonic() - t_start
+            report.add(key, title, unit, higher,
+                       [(label, samples[label], notes.get(label, "")) for label, _, _ in entries])
+
+        def per_peer(key, title, unit, fn):
+            """fn(peer) -> (samples, note), one session per peer."""
+            if key not in only:
+                return
+            rows = []
             for p in peers:
                 if not p.available():
                     rows.append((p.name, None, f"not available: {p.why}"))
                     continue
                 log(f"{title}: {p.name}")
                 try:
-                    r = fn(p)
-                    rows.append((p.name, r[0], r[2] if len(r) > 2 else ""))
+                    sm, note = fn(p)
+                    rows.append((p.name, sm, note))
                 except Unsupported as e:
                     rows.append((p.name, None, f"n/a: {e}"))
                 except Failed as e:
                     rows.append((p.name, None, f"failed: {e}"))
                 finally:
                     kill_all_descendants()
-            report.add(key, title, unit, higher, rows)
+            report.add(key, title, unit, False, rows)
 
-        measure("launch", "1. Launch → app running", "ms", lambda p: w_launch(ctx, p))
-        measure("sigterm", "2. SIGTERM → init exited (10 cooperative apps)", "ms",
-                lambda p: w_sigterm(ctx, p))
-        measure("crash", "3. Crash → restarted (interval between two starts, no delay)", "ms",
-                lambda p: w_crash(ctx, p))
+        def each(fn, *a):
+            return [(p.name, p, lambda p=p: fn(ctx, p, *a)) for p in peers]
+
+        round_robin("launch", "1. Launch → app running", "ms", each(launch_once), args.runs)
+        round_robin("sigterm", "2. SIGTERM → init exited, 10 cooperative apps (single-command "
+                    "inits: 1)", "ms", each(sigterm_once), args.runs)
+        per_peer("crash", "3. Crash → restarted: app's exit → its next start (restart_delay 0)",
+                 "ms", lambda p: crash_samples(ctx, p))
         for n in args.rss_counts:
-            measure(f"rss_{n}", f"4. Init's own RSS, {n} idle instance{'s' if n > 1 else ''}",
-                    "MiB", lambda p, n=n: w_rss(ctx, p, n))
-        measure("status", "5. `status` round trip as a whole process (10 apps)", "ms",
-                lambda p: w_status(ctx, p))
-
-        if "logs" in only:
-            log("log throughput: floor")
-            extra = []
-            try:
-                s, unit, note = w_logs_floor(ctx)
-                extra.append(("app | cat (floor)", s, note))
-            except Failed as e:
-                extra.append(("app | cat (floor)", None, f"failed: {e}"))
-            rows = list(extra)
-            for p in peers:
-                fmts = [("raw", "raw"), ("prefixed", "prefixed")] if isinstance(p, Pmi) else [(None, "raw")]
-                for fmt, label in fmts:
-                    name = f"{p.name} ({fmt})" if fmt else p.name
-                    if not p.available():
-                        rows.append((name, None, f"not available: {p.why}"))
-                        continue
-                    log(f"log throughput: {name}")
-                    try:
-                        s, _, note = w_logs(ctx, p, fmt or "raw")
-                        rows.append((name, s, note))
-                    except Unsupported as e:
-                        rows.append((name, None, f"n/a: {e}"))
-                    except Failed as e:
-                        rows.append((name, None, f"failed: {e}"))
-                    finally:
-                        kill_all_descendants()
-            mb = args.log_bytes // 1_000_000
-            report.add("logs", f"6. Log throughput: {mb} MB of 100-byte lines (higher is better)",
-                       "MB/s", True, rows)
-
+            reps = args.runs if n == 1 else (1 if n >= 1000 else min(args.runs, 3))
+            round_robin(f"rss_{n}", f"4. Init's own RSS, {n} idle instance{'s' if n > 1 else ''}",
+                        "MiB", each(rss_once, n), reps)
+        per_peer("status", "5. `status` round trip as a whole process (10 apps)", "ms",
+                 lambda p: status_samples(ctx, p))
+        entries = [("cat pipe (floor)", None, lambda: logs_floor_once(ctx))]
+        for p in peers:
+            if isinstance(p, Pmi):
+                entries += [(f"pmi ({f})", p, lambda p=p, f=f: logs_once(ctx, p, f))
+                            for f in ("raw", "prefixed")]
+            else:
+                entries.append((p.name, p, lambda p=p: logs_once(ctx, p, "raw")))
+        round_robin("logs", f"6. Log throughput, {args.log_bytes // 1_000_000} MB of 100-byte "
+                    "lines (MB/s of the app's output; higher is better)", "MB/s", entries,
+                    args.log_runs, higher=True)
         for n in args.zombie_counts:
-            measure(f"zombies_{n}", f"7. Reaping {n} orphan zombies as PID 1", "ms",
-                    lambda p, n=n: w_zombies(ctx, p, n))
+            # A peer that could not reap 2000 in time is not tried with more.
+            skip = {r["peer"]: "not run: timed out with fewer zombies"
+                    for k, rows in report.raw.items() if k.startswith("zombies_")
+                    for r in rows if not r["samples"] and "time-out" in r["note"]}
+            round_robin(f"zombies_{n}", f"7. Reaping {n} orphan zombies as PID 1", "ms",
+                        each(zombies_once, n), args.zombie_runs, skip=skip)
 
         idle = {}
         if "idle" in only:
             log(f"idle CPU: all peers at once for {args.idle_secs} s")
-            idle = w_idle_all(ctx, avail)
+            idle = idle_all(ctx, avail)
             kill_all_descendants()
         sizes = {p.name: binary_info(p) for p in avail}
 
