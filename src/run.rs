@@ -22,6 +22,30 @@ pub fn err_line(s: &str) {
     let _ = writeln!(e, "{s}");
 }
 
+/// The current-thread runtime both supervising modes run on; failure is an internal error.
+pub fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            err_line(&format!("pmi: cannot start the runtime: {e}"));
+            exit::INTERNAL
+        })
+}
+
+/// `--kill-signal`, parsed; a bad name is a usage error.
+pub fn kill_signal(opts: &cli::SupervisorOpts) -> Result<Option<i32>, i32> {
+    match opts.kill_signal.as_deref() {
+        None => Ok(None),
+        Some(s) => crate::os::signals::parse(s).map(Some).ok_or_else(|| {
+            err_line(&format!(
+                "pmi: --kill-signal: '{s}' is not a signal name or number (e.g. TERM, SIGINT, 15)"
+            ));
+            exit::USAGE
+        }),
+    }
+}
+
 /// Entry point of the binary.
 pub fn main(argv: Vec<OsString>) -> i32 {
     std::panic::set_hook(Box::new(|info| {
@@ -51,15 +75,12 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             }
         }
         Cmd::Check(c) => check(c),
+        Cmd::Convert(c) => convert(c),
         Cmd::Version => {
             out(&format!("pmi {}\n", env!("CARGO_PKG_VERSION")));
             exit::OK
         }
-        other => {
-            let _ = (other, socket);
-            err_line("pmi: this verb is not available yet");
-            exit::USAGE
-        }
+        verb => crate::control::client::run(verb, socket),
     }
 }
 
@@ -68,6 +89,7 @@ fn check(c: cli::CheckArgs) -> i32 {
     let opts = crate::config::LoadOptions {
         env_name: c.env,
         only: c.only,
+        ..crate::config::LoadOptions::new()
     };
     match crate::config::load(&c.file, &base, &opts) {
         Ok(loaded) => {
@@ -89,6 +111,27 @@ fn check(c: cli::CheckArgs) -> i32 {
             } else {
                 out(&crate::config::summary(&loaded.spec));
             }
+            exit::OK
+        }
+        Err(e) => {
+            for d in &e.diagnostics {
+                err_line(&format!("error: {d}"));
+            }
+            exit::USAGE
+        }
+    }
+}
+
+fn convert(c: cli::ConvertArgs) -> i32 {
+    let base = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let opts = crate::config::LoadOptions {
+        env_name: c.env,
+        check_scripts: false,
+        ..crate::config::LoadOptions::new()
+    };
+    match crate::config::convert(&c.file, &base, &opts) {
+        Ok(yaml) => {
+            out(&yaml);
             exit::OK
         }
         Err(e) => {

@@ -25,25 +25,15 @@ use crate::run::err_line;
 const DEFAULT_GRACE: Duration = Duration::from_millis(1600);
 
 pub fn run(command: Vec<OsString>, opts: &SupervisorOpts) -> i32 {
-    let stray_signal = match opts.kill_signal.as_deref().map(signals::parse) {
-        None => libc::SIGTERM,
-        Some(Some(s)) => s,
-        Some(None) => {
-            err_line("pmi: --kill-signal: not a signal name or number (e.g. TERM, SIGINT, 15)");
-            return exit::USAGE;
-        }
+    let stray_signal = match crate::run::kill_signal(opts) {
+        Ok(s) => s.unwrap_or(libc::SIGTERM),
+        Err(code) => return code,
     };
     let kill_timeout = opts.kill_timeout.map(Duration::from_millis);
     let p1 = pid1::setup(false);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::run::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            err_line(&format!("pmi: cannot start the runtime: {e}"));
-            return exit::INTERNAL;
-        }
+        Err(code) => return code,
     };
     rt.block_on(supervise(command, p1, stray_signal, kill_timeout))
 }
@@ -93,8 +83,6 @@ async fn supervise(
                     libc::SIGCHLD => {
                         status = reap_all().exits.into_iter().find(|(p, _)| *p == child).map(|(_, s)| s);
                     }
-                    // tini's choice: pmi must not be stopped while it hands over the terminal.
-                    libc::SIGTTIN | libc::SIGTTOU => {}
                     _ => {
                         signals::kill_pid(child, sig);
                         let stopping = sig == libc::SIGTERM || sig == libc::SIGINT;

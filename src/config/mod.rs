@@ -4,20 +4,60 @@
 //! column), then validated into domain types (`spec`), collecting every problem with its location
 //! before failing. An app is never dropped silently.
 
+mod convert;
+mod cron;
+mod diag;
+mod fields;
+mod interp;
+mod js;
+mod json;
+mod source;
 pub mod spec;
+mod tree;
+mod units;
+mod users;
+mod validate;
+mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use spec::*;
 
 /// What the command line adds to loading.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// `--env NAME`: apply `env_NAME` blocks.
+    /// `--env NAME`: apply `env_NAME` blocks (and `deploy.NAME.env`).
     pub env_name: Option<String>,
     /// `--only a,b`: keep only these apps (by name or namespace).
     pub only: Option<Vec<String>>,
+    /// Check that each app's script, interpreter and cwd exist on this machine. On by default;
+    /// off for tools that look at files from elsewhere (the pm2 corpus test, `convert`).
+    pub check_scripts: bool,
+    /// `--kill-signal`: the default for apps without `kill_signal` (beats the `pmi:` block).
+    pub kill_signal: Option<Signal>,
+    /// `--kill-timeout`: the default for apps without `kill_timeout` (beats the `pmi:` block).
+    pub kill_timeout: Option<Duration>,
+}
+
+impl LoadOptions {
+    /// The defaults: no `--env`, no `--only`, scripts checked.
+    pub fn new() -> Self {
+        LoadOptions {
+            env_name: None,
+            only: None,
+            check_scripts: true,
+            kill_signal: None,
+            kill_timeout: None,
+        }
+    }
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// One problem found in an apps file, with where it is.
@@ -72,20 +112,35 @@ pub struct ConfigError {
 /// Reads and validates an apps file. Relative paths in it resolve against `base_dir` (the
 /// directory pmi was started in, as pm2).
 pub fn load(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
-    let _ = (path, base_dir, opts);
-    todo!("config loader: being written")
+    let parsed = source::read(path, base_dir)?;
+    validate::validate(path, &parsed, base_dir, opts)
 }
 
-/// A short human summary of the resolved apps (`pmi check` without `--json`).
+/// Reads an apps file and returns it as pmi's canonical YAML: the same apps with pm2's field
+/// names (aliases and camelCase resolved), values as written, `env` blocks kept. Nothing is
+/// resolved against this machine, so a file can be converted where its scripts do not exist.
+/// `opts` does not change the output: every `env_<NAME>` block is kept, whatever `--env` says.
+pub fn convert(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<String, ConfigError> {
+    let _ = opts;
+    let parsed = source::read(path, base_dir)?;
+    convert::to_yaml(path, &parsed.root)
+}
+
+/// A short human summary of the resolved apps (`pmi check` without `--json`): one line per app
+/// with its mode, instance count, the command as a shell would read it, and its directory.
 pub fn summary(spec: &Spec) -> String {
     let mut s = String::new();
     for a in &spec.apps {
+        let mode = match a.exec_mode {
+            ExecMode::Fork => "fork",
+            ExecMode::Cluster => "cluster",
+        };
+        let cmd: Vec<String> = a.command.iter().map(|w| units::shell_quote(w)).collect();
         s.push_str(&format!(
-            "{}: {} x{} ({:?}) in {}\n",
+            "{} [{mode} x{}] {} (in {})\n",
             a.name,
-            a.command.join(" "),
             a.instances,
-            a.exec_mode,
+            cmd.join(" "),
             a.cwd.display()
         ));
     }

@@ -100,6 +100,9 @@ pub struct AppSpec {
     pub logs: LogFiles,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Supplementary groups of `uid`'s user (every `/etc/group` entry that lists it), for
+    /// setgroups() at spawn. Empty without `uid` or when the uid has no passwd entry.
+    pub groups: Vec<u32>,
     pub pid_file: Option<PathBuf>,
     /// Fields kept for the readiness work; parsed, not yet active.
     pub wait_ready: bool,
@@ -155,6 +158,8 @@ pub enum FilterEnv {
     All,
     /// Drop every inherited key that contains any of these strings.
     Containing(Vec<String>),
+    /// Drop exactly this key (pm2's string form).
+    Key(String),
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,6 +3,7 @@
 //! Invariant: nothing here decides anything. Callers (the supervisor, single-command mode) say
 //! what to do; these functions do it and report the outcome as data.
 
+pub mod cgroup;
 pub mod pid1;
 pub mod proc;
 pub mod reap;

@@ -50,6 +50,39 @@ pub fn page_size() -> u64 {
     }
 }
 
+/// Clock ticks per second (the unit of `Stat::cpu_ticks`).
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// CPU ticks and resident bytes of one process group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupUsage {
+    pub cpu_ticks: u64,
+    pub rss_bytes: u64,
+}
+
+/// Usage of each of `pgids`, from one pass over /proc (groups with no process are absent).
+pub fn group_usage(pgids: &[i32]) -> std::collections::HashMap<i32, GroupUsage> {
+    let mut out = std::collections::HashMap::new();
+    if pgids.is_empty() {
+        return out;
+    }
+    let page = page_size();
+    for s in all_stats().iter().filter(|s| pgids.contains(&s.pgrp)) {
+        let u: &mut GroupUsage = out.entry(s.pgrp).or_default();
+        u.cpu_ticks += s.cpu_ticks;
+        u.rss_bytes += s.rss_pages * page;
+    }
+    out
+}
+
 /// Resident memory of every process in group `pgid`, in bytes.
 pub fn group_rss(pgid: i32) -> u64 {
     let pages: u64 = all_stats()
@@ -79,5 +112,8 @@ mod tests {
         // SAFETY: getpgrp has no preconditions.
         let g = unsafe { libc::getpgrp() };
         assert!(group_rss(g) > 0);
+        let u = group_usage(&[g]);
+        assert!(u.get(&g).is_some_and(|u| u.rss_bytes > 0));
+        assert!(group_usage(&[]).is_empty());
     }
 }

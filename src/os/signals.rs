@@ -77,17 +77,18 @@ pub fn handled() -> Vec<i32> {
         libc::SIGPWR,
         libc::SIGURG,
         libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
     ];
     v.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
     v
 }
 
 /// Signals set to SIG_IGN in pmi: their default would kill or stop pmi, and they carry no
-/// request. The child gets them back at SIG_DFL (see `spawn`).
-pub fn ignored() -> [i32; 8] {
+/// request. The child gets them back at SIG_DFL (see `spawn`). TTIN/TTOU are ignored rather than
+/// caught: a caught TTOU makes a background write to a TOSTOP terminal restart forever.
+pub fn ignored() -> [i32; 10] {
     [
+        libc::SIGTTIN,
+        libc::SIGTTOU,
         libc::SIGPIPE,
         libc::SIGVTALRM,
         libc::SIGPROF,

@@ -119,6 +119,15 @@ fn exec_error(program: &str, e: &io::Error) -> SpawnError {
     }
 }
 
+/// The kernel's `struct sigaction` on x86_64 (not libc's, which differs in layout).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
 /// Runs in the child between fork and exec. Async-signal-safe calls only.
 fn child_setup(
     foreground: bool,
@@ -140,11 +149,25 @@ fn child_setup(
             libc::tcsetpgrp(0, libc::getpid());
         }
         // Handlers are reset by exec, but SIG_IGN is inherited: put every signal back to default.
-        for sig in 1..=libc::SIGRTMAX() {
+        // The raw syscall, because libc's wrapper refuses the signals it reserves (32–34 in
+        // musl), and a launcher's SIG_IGN on those would otherwise reach the app.
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
-            libc::signal(sig, libc::SIG_DFL);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig as libc::c_long,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8 as libc::c_long,
+            );
         }
         if let Some(g) = gid {
             if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {

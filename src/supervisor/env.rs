@@ -71,5 +71,6 @@ fn keep_inherited(filter: &FilterEnv, key: &str) -> bool {
         FilterEnv::None => true,
         FilterEnv::All => false,
         FilterEnv::Containing(parts) => !parts.iter().any(|p| key.contains(p.as_str())),
+        FilterEnv::Key(k) => key != k,
     }
 }

@@ -40,6 +40,8 @@ const SAFETY_REAP: Duration = Duration::from_secs(60);
 const DEFAULT_STRAY_GRACE: Duration = Duration::from_millis(1600);
 /// How long pmi waits for the apps' last output before exiting.
 const LOG_DRAIN: Duration = Duration::from_secs(2);
+/// Scheduler turns given to connection tasks before exit, so that final replies are written.
+const REPLY_FLUSH_YIELDS: usize = 16;
 /// Default interval of the `max_memory_restart` check (pm2's worker interval).
 const MEMORY_CHECK: Duration = Duration::from_secs(30);
 
@@ -62,9 +64,16 @@ pub struct Handle {
 /// Runs the apps of `file` until they are all done or pmi is told to stop. Returns the exit code.
 pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let kill_signal = match crate::run::kill_signal(&opts) {
+        Ok(s) => s.map(config::Signal),
+        Err(code) => return code,
+    };
     let load_opts = LoadOptions {
         env_name: opts.env.clone(),
         only: opts.only.clone(),
+        kill_signal,
+        kill_timeout: opts.kill_timeout.map(Duration::from_millis),
+        ..LoadOptions::new()
     };
     let loaded = match config::load(file, &start_dir, &load_opts) {
         Ok(l) => l,
@@ -89,15 +98,9 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     let format = settings.log_format.unwrap_or_default();
     crate::logs::init_tracing(format, opts.verbose);
     let p1 = pid1::setup(true);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::run::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            err_line(&format!("pmi: cannot start the runtime: {e}"));
-            return exit::INTERNAL;
-        }
+        Err(code) => return code,
     };
     let apps: Vec<Arc<config::AppSpec>> = loaded.spec.apps.into_iter().map(Arc::new).collect();
     let file_name = loaded.spec.file.display().to_string();
@@ -141,10 +144,7 @@ fn merge_settings(
     if opts.no_auto_exit {
         s.auto_exit = Some(false);
     }
-    if let Some(k) = &opts.kill_signal {
-        let sig = signals::parse(k).ok_or_else(|| {
-            format!("--kill-signal: '{k}' is not a signal name or number (e.g. TERM, SIGINT, 15)")
-        })?;
+    if let Some(sig) = opts.kill_signal.as_deref().and_then(signals::parse) {
         s.kill_signal = Some(config::Signal(sig));
     }
     if let Some(ms) = opts.kill_timeout {
@@ -257,7 +257,15 @@ impl Supervisor {
                 "not PID 1 and could not become a subreaper: orphans will not be reaped"
             );
         }
-        let (_handle, triggers) = self.handle();
+        let (handle, triggers) = self.handle();
+        let (sock, group) = (
+            self.settings.socket.as_deref(),
+            self.settings.socket_group.as_deref(),
+        );
+        match crate::control::server::bind(sock, group) {
+            Ok(l) => drop(tokio::spawn(crate::control::server::serve(l, handle))),
+            Err(e) => tracing::warn!("control socket: {e}; apps run without it"),
+        }
         for (i, a) in self.state.apps.iter().enumerate() {
             if let Some(w) = &a.spec.watch {
                 crate::watch::spawn(
@@ -327,6 +335,11 @@ impl Supervisor {
         for p in self.pending.drain(..) {
             let _ = p.reply.send(Err("pmi is exiting".into()));
         }
+        // Let connection tasks write the replies just sent (e.g. to the `pmi stop all` that made
+        // pmi exit): each is one non-blocking write once its task runs.
+        for _ in 0..REPLY_FLUSH_YIELDS {
+            tokio::task::yield_now().await;
+        }
         let code = finish.unwrap_or(exit::INTERNAL);
         let grace = self.settings.kill_timeout.unwrap_or(DEFAULT_STRAY_GRACE);
         let state = &mut self.state;
@@ -385,18 +398,31 @@ impl Supervisor {
     fn execute(&mut self, actions: Vec<Action>) -> Option<i32> {
         let mut queue = std::collections::VecDeque::from(actions);
         let mut finish = None;
-        while let Some(a) = queue.pop_front() {
-            match a {
-                Action::Spawn(id) => queue.extend(self.spawn(id)),
-                Action::KillGroup { pgid, sig } => {
-                    signals::kill_group(pgid, sig);
+        loop {
+            while let Some(a) = queue.pop_front() {
+                match a {
+                    Action::Spawn(id) => queue.extend(self.spawn(id)),
+                    Action::KillGroup { pgid, sig } => {
+                        signals::kill_group(pgid, sig);
+                    }
+                    Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
+                    Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
+                    Action::Finish { code } => finish = Some(code),
                 }
-                Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
-                Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
-                Action::Finish { code } => finish = Some(code),
+            }
+            // A stop completes when the stopped leader's whole group is gone. Its members are
+            // pmi's children by then (PID 1 or subreaper), so every change comes with a SIGCHLD
+            // and this check after each event needs no polling.
+            let now = Now::read();
+            for (id, pgid) in self.state.draining() {
+                if !signals::group_alive(pgid) {
+                    queue.extend(self.state.on_group_empty(id, now));
+                }
+            }
+            if queue.is_empty() {
+                return finish;
             }
         }
-        finish
     }
 
     fn spawn(&mut self, id: InstId) -> Vec<Action> {
@@ -418,7 +444,7 @@ impl Supervisor {
             streams: Streams::Pipes,
             uid: spec.uid,
             gid: spec.gid,
-            groups: &[],
+            groups: &spec.groups,
         };
         match spawn(&req) {
             Ok(child) => {
@@ -429,6 +455,7 @@ impl Supervisor {
                         app: Arc::from(spec.name.as_str()),
                         pm_id: id,
                         instance: inj.index,
+                        instances: spec.instances,
                         files: spec.logs.clone(),
                     };
                     self.logs.attach(src, out, err);
@@ -596,6 +623,11 @@ impl Supervisor {
             reaped_orphans: st.reaped_orphans,
             forwarded_signals: st.forwarded_signals,
             instances,
+            apps: st
+                .apps
+                .iter()
+                .map(|a| crate::status::app_info(&a.spec))
+                .collect(),
         };
         self.snapshot_tx.send_replace(Arc::new(snap));
     }

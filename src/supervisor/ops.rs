@@ -36,6 +36,17 @@ impl Target {
     }
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::All => write!(f, "all"),
+            Target::Name(n) => write!(f, "{n}"),
+            Target::Instance(n, i) => write!(f, "{n}:{i}"),
+            Target::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScaleCount {
@@ -137,7 +148,7 @@ impl State {
             }
             let names: Vec<&str> = self.apps.iter().map(|a| a.spec.name.as_str()).collect();
             return Err(format!(
-                "unknown target {t:?}; known apps: {} (or all, NAME:N, or a numeric id)",
+                "unknown target '{t}'; known apps: {} (or all, NAME:N, or a numeric id)",
                 names.join(", ")
             ));
         }
@@ -200,7 +211,7 @@ pub fn status_of(p: &Phase) -> Status {
     match p {
         Phase::Stopped => Status::Stopped,
         Phase::Running { .. } => Status::Online,
-        Phase::Stopping { .. } => Status::Stopping,
+        Phase::Stopping { .. } | Phase::Draining { .. } => Status::Stopping,
         Phase::WaitingRestart { .. } => Status::WaitingRestart,
         Phase::Errored => Status::Errored,
     }

@@ -134,36 +134,30 @@ impl State {
         let name = format!("{}:{}", spec.name, inst.index);
         inst.started_wall_ms = None;
         match inst.phase.clone() {
-            Phase::Stopping { pid, then, .. } => {
+            Phase::Stopping {
+                pid,
+                then,
+                deadline,
+                killed,
+            } => {
                 inst.last_exit = Some(LastExit {
                     status,
                     wall_ms: now.wall_ms(),
                     seq,
                     failed: false,
                 });
-                // The group's stragglers had their stop signal; they do not outlive the leader.
-                out.push(Action::KillGroup {
-                    pgid: pid,
-                    sig: libc::SIGKILL,
-                });
                 out.push(Action::Note(
                     Level::Info,
                     format!("{name} stopped ({status})"),
                 ));
-                match then {
-                    Then::Stop => inst.phase = Phase::Stopped,
-                    Then::Restart if !shutting_down => {
-                        inst.restarts += 1;
-                        inst.unstable_restarts = 0;
-                        inst.backoff = None;
-                        inst.phase = Phase::WaitingRestart { until: now.mono };
-                        out.push(Action::Spawn(id));
-                    }
-                    Then::Restart => inst.phase = Phase::Stopped,
-                    Then::Remove => {
-                        self.instances.remove(pos);
-                    }
-                }
+                // The rest of the group had the same stop signal and keeps its kill_timeout;
+                // the supervisor reports `on_group_empty` once it is gone.
+                inst.phase = Phase::Draining {
+                    pgid: pid,
+                    deadline,
+                    killed,
+                    then,
+                };
             }
             Phase::Running { pid, since } => {
                 let uptime = now.mono.saturating_duration_since(since);
@@ -234,6 +228,45 @@ impl State {
         }
     }
 
+    /// The process group of a draining instance has no member left: the stop is complete.
+    pub fn on_group_empty(&mut self, id: InstId, now: Now) -> Vec<Action> {
+        let mut out = Vec::new();
+        let shutting_down = self.shutting_down;
+        let Some(pos) = self.instances.iter().position(|i| i.id == id) else {
+            return out;
+        };
+        let inst = &mut self.instances[pos];
+        let Phase::Draining { then, .. } = inst.phase else {
+            return out;
+        };
+        match then {
+            Then::Restart if !shutting_down => {
+                inst.restarts += 1;
+                inst.unstable_restarts = 0;
+                inst.backoff = None;
+                inst.phase = Phase::WaitingRestart { until: now.mono };
+                out.push(Action::Spawn(id));
+            }
+            Then::Stop | Then::Restart => inst.phase = Phase::Stopped,
+            Then::Remove => {
+                self.instances.remove(pos);
+            }
+        }
+        self.after_event(now, &mut out);
+        out
+    }
+
+    /// Process groups of instances whose leader exited during a stop.
+    pub fn draining(&self) -> Vec<(InstId, i32)> {
+        self.instances
+            .iter()
+            .filter_map(|i| match i.phase {
+                Phase::Draining { pgid, .. } => Some((i.id, pgid)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A deadline passed: due restarts, stop escalations, cron.
     pub fn on_tick(&mut self, now: Now) -> Vec<Action> {
         let mut out = Vec::new();
@@ -245,14 +278,20 @@ impl State {
             match &mut inst.phase {
                 Phase::WaitingRestart { until } if *until <= now.mono => due.push(inst.id),
                 Phase::Stopping {
-                    pid,
+                    pid: group,
+                    deadline,
+                    killed,
+                    ..
+                }
+                | Phase::Draining {
+                    pgid: group,
                     deadline,
                     killed,
                     ..
                 } if !*killed && *deadline <= now.mono => {
                     *killed = true;
                     out.push(Action::KillGroup {
-                        pgid: *pid,
+                        pgid: *group,
                         sig: libc::SIGKILL,
                     });
                     out.push(Action::Note(
@@ -300,6 +339,11 @@ impl State {
                 deadline,
                 killed: false,
                 ..
+            }
+            | Phase::Draining {
+                deadline,
+                killed: false,
+                ..
             } => Some(deadline),
             _ => None,
         });
@@ -333,7 +377,7 @@ impl State {
                 }
             }
             // pmi must never be stopped by job control.
-            libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {}
+            libc::SIGTSTP => {}
             _ => {
                 for inst in &self.instances {
                     if let Some(pid) = inst.phase.pid() {
@@ -402,7 +446,9 @@ impl State {
                     inst.backoff = None;
                     self.schedule_spawn(id, now, &mut out);
                 }
-                Phase::Stopping { .. } => self.begin_stop(id, Then::Restart, now, &mut out),
+                Phase::Stopping { .. } | Phase::Draining { .. } => {
+                    self.begin_stop(id, Then::Restart, now, &mut out)
+                }
                 Phase::Running { .. } => {}
             }
             self.apps[app].cron_suspended = false;
@@ -455,7 +501,7 @@ impl State {
             };
             let app = inst.app;
             match inst.phase {
-                Phase::Running { .. } | Phase::Stopping { .. } => {
+                Phase::Running { .. } | Phase::Stopping { .. } | Phase::Draining { .. } => {
                     self.begin_stop(id, Then::Restart, now, out)
                 }
                 Phase::Stopped | Phase::Errored | Phase::WaitingRestart { .. } => {
@@ -491,9 +537,9 @@ impl State {
             for &id in current.iter().skip(n as usize).rev() {
                 touched.push(id);
                 match self.get(id).map(|i| i.phase.clone()) {
-                    Some(Phase::Running { .. }) | Some(Phase::Stopping { .. }) => {
-                        self.begin_stop(id, Then::Remove, now, &mut out)
-                    }
+                    Some(
+                        Phase::Running { .. } | Phase::Stopping { .. } | Phase::Draining { .. },
+                    ) => self.begin_stop(id, Then::Remove, now, &mut out),
                     _ => self.instances.retain(|i| i.id != id),
                 }
             }
@@ -621,6 +667,7 @@ mod tests {
             logs: LogFiles::default(),
             uid: None,
             gid: None,
+            groups: vec![],
             pid_file: None,
             wait_ready: false,
             listen_timeout: Duration::from_millis(3000),
@@ -649,6 +696,15 @@ mod tests {
         State::new(apps.into_iter().map(Arc::new).collect(), true, now)
     }
 
+    /// A state whose autostart instances run, and the last pid handed out.
+    fn started(apps: Vec<AppSpec>, now: Now) -> (State, i32) {
+        let mut st = state(apps, now);
+        let mut pid = 100;
+        let acts = st.on_start(now);
+        run(&mut st, acts, now, &mut pid);
+        (st, pid)
+    }
+
     /// Carries out spawns with made-up pids, as the supervisor loop would.
     fn run(st: &mut State, actions: Vec<Action>, now: Now, next_pid: &mut i32) -> Vec<Action> {
         let mut rest = Vec::new();
@@ -663,6 +719,15 @@ mod tests {
             }
         }
         rest
+    }
+
+    /// An exit as the supervisor loop sees it: a stopped leader's group is empty at once here.
+    fn exit(pid: i32, status: ExitStatus, now: Now, st: &mut State) -> Vec<Action> {
+        let mut acts = st.on_exit(pid, status, now);
+        for (id, _) in st.draining() {
+            acts.extend(st.on_group_empty(id, now));
+        }
+        acts
     }
 
     fn pid_of(st: &State, id: InstId) -> i32 {
@@ -692,15 +757,12 @@ mod tests {
         let mut c = Clock::new();
         let mut a = app("api");
         a.restart.max_restarts = 3;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 100;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, mut pid) = started(vec![a], c.0);
         let mut runs = 1;
         loop {
             let now = c.advance(10);
             let p = pid_of(&st, 0);
-            let acts = st.on_exit(p, ExitStatus::Code(3), now);
+            let acts = exit(p, ExitStatus::Code(3), now, &mut st);
             if let Some(Action::Finish { code }) =
                 acts.iter().find(|a| matches!(a, Action::Finish { .. }))
             {
@@ -722,13 +784,10 @@ mod tests {
         let mut c = Clock::new();
         let mut a = app("api");
         a.restart.max_restarts = 2;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, mut pid) = started(vec![a], c.0);
         for _ in 0..5 {
             let now = c.advance(1500);
-            let acts = st.on_exit(pid_of(&st, 0), ExitStatus::Code(1), now);
+            let acts = exit(pid_of(&st, 0), ExitStatus::Code(1), now, &mut st);
             assert!(acts.contains(&Action::Spawn(0)));
             run(&mut st, acts, now, &mut pid);
         }
@@ -743,15 +802,17 @@ mod tests {
         a.restart.stop_exit_codes = vec![0];
         let mut b = app("other");
         b.restart.stop_exit_codes = vec![0];
-        let mut st = state(vec![a, b], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a, b], c.0);
         let now = c.advance(2000);
-        let acts = st.on_exit(pid_of(&st, 0), ExitStatus::Code(0), now);
+        let acts = exit(pid_of(&st, 0), ExitStatus::Code(0), now, &mut st);
         assert!(!acts.contains(&Action::Spawn(0)));
         assert_eq!(st.get(0).unwrap().phase, Phase::Stopped);
-        let acts = st.on_exit(pid_of(&st, 1), ExitStatus::Signal(libc::SIGKILL), now);
+        let acts = exit(
+            pid_of(&st, 1),
+            ExitStatus::Signal(libc::SIGKILL),
+            now,
+            &mut st,
+        );
         assert!(
             acts.contains(&Action::Spawn(1)),
             "a signal death is never code 0"
@@ -763,12 +824,9 @@ mod tests {
         let mut c = Clock::new();
         let mut a = app("api");
         a.restart.restart_delay = Duration::from_millis(500);
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a], c.0);
         let now = c.advance(2000);
-        let acts = st.on_exit(pid_of(&st, 0), ExitStatus::Code(1), now);
+        let acts = exit(pid_of(&st, 0), ExitStatus::Code(1), now, &mut st);
         assert!(!acts.contains(&Action::Spawn(0)));
         assert_eq!(
             st.next_deadline(now),
@@ -786,14 +844,11 @@ mod tests {
         let mut a = app("api");
         a.restart.exp_backoff_restart_delay = Some(Duration::from_millis(100));
         a.restart.max_restarts = 100;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, mut pid) = started(vec![a], c.0);
         let mut delays = Vec::new();
         for _ in 0..4 {
             let now = c.advance(10);
-            st.on_exit(pid_of(&st, 0), ExitStatus::Code(1), now);
+            exit(pid_of(&st, 0), ExitStatus::Code(1), now, &mut st);
             let until = match st.get(0).unwrap().phase {
                 Phase::WaitingRestart { until } => until,
                 ref p => panic!("{p:?}"),
@@ -805,7 +860,7 @@ mod tests {
         }
         assert_eq!(delays, [100, 150, 225, 337]);
         let now = c.advance(STABLE_RUN.as_millis() as u64);
-        st.on_exit(pid_of(&st, 0), ExitStatus::Code(1), now);
+        exit(pid_of(&st, 0), ExitStatus::Code(1), now, &mut st);
         assert_eq!(st.get(0).unwrap().backoff, Some(Duration::from_millis(100)));
     }
 
@@ -816,10 +871,7 @@ mod tests {
         a.kill_signal = Signal(libc::SIGTERM);
         a.kill_timeout = Duration::from_millis(1000);
         let b = app("web");
-        let mut st = state(vec![a, b], c.0);
-        let mut pid = 10;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a, b], c.0);
         let (p0, p1) = (pid_of(&st, 0), pid_of(&st, 1));
         let acts = st.on_signal(libc::SIGTERM, c.0);
         assert!(acts.contains(&Action::KillGroup {
@@ -841,19 +893,16 @@ mod tests {
             pgid: p0,
             sig: libc::SIGKILL
         }));
-        let acts = st.on_exit(p0, ExitStatus::Signal(libc::SIGKILL), c.advance(1));
+        let acts = exit(p0, ExitStatus::Signal(libc::SIGKILL), c.advance(1), &mut st);
         assert!(acts.contains(&Action::Finish { code: 1 }), "{acts:?}");
     }
 
     #[test]
     fn cooperative_shutdown_exits_0_and_never_restarts() {
         let mut c = Clock::new();
-        let mut st = state(vec![app("a")], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![app("a")], c.0);
         st.on_signal(libc::SIGINT, c.0);
-        let acts = st.on_exit(pid_of(&st, 0), ExitStatus::Code(130), c.advance(5));
+        let acts = exit(pid_of(&st, 0), ExitStatus::Code(130), c.advance(5), &mut st);
         assert!(!acts.contains(&Action::Spawn(0)));
         assert!(acts.contains(&Action::Finish { code: 0 }));
     }
@@ -867,17 +916,14 @@ mod tests {
         b.restart.autorestart = false;
         let mut ok = app("ok");
         ok.restart.autorestart = false;
-        let mut st = state(vec![a, b, ok], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a, b, ok], c.0);
         let (pa, pb, pok) = (pid_of(&st, 0), pid_of(&st, 1), pid_of(&st, 2));
         assert!(st
             .on_exit(pa, ExitStatus::Code(3), c.advance(1))
             .iter()
             .all(|a| !matches!(a, Action::Finish { .. })));
-        st.on_exit(pb, ExitStatus::Signal(libc::SIGKILL), c.advance(1));
-        let acts = st.on_exit(pok, ExitStatus::Code(0), c.advance(1));
+        exit(pb, ExitStatus::Signal(libc::SIGKILL), c.advance(1), &mut st);
+        let acts = exit(pok, ExitStatus::Code(0), c.advance(1), &mut st);
         assert!(acts.contains(&Action::Finish { code: 137 }), "{acts:?}");
     }
 
@@ -886,11 +932,13 @@ mod tests {
         let mut c = Clock::new();
         let mut a = app("a");
         a.restart.restart_delay = Duration::from_secs(10);
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
-        let acts = st.on_exit(pid_of(&st, 0), ExitStatus::Code(1), c.advance(5000));
+        let (mut st, _) = started(vec![a], c.0);
+        let acts = exit(
+            pid_of(&st, 0),
+            ExitStatus::Code(1),
+            c.advance(5000),
+            &mut st,
+        );
         assert!(
             !acts.iter().any(|a| matches!(a, Action::Finish { .. })),
             "pm2 exits here; pmi waits"
@@ -901,10 +949,10 @@ mod tests {
             source: "* * * * * *".into(),
             schedule: "* * * * * *".parse().unwrap(),
         });
-        let mut st = state(vec![cronjob], c.0);
+        let (mut st, mut pid) = started(vec![cronjob], c.0);
         let acts = st.on_start(c.0);
         run(&mut st, acts, c.0, &mut pid);
-        let acts = st.on_exit(pid_of(&st, 0), ExitStatus::Code(0), c.advance(1));
+        let acts = exit(pid_of(&st, 0), ExitStatus::Code(0), c.advance(1), &mut st);
         assert!(!acts.iter().any(|a| matches!(a, Action::Finish { .. })));
         let acts = st.on_tick(c.advance(1000));
         assert!(
@@ -921,17 +969,14 @@ mod tests {
             source: "* * * * * *".into(),
             schedule: "* * * * * *".parse().unwrap(),
         });
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a], c.0);
         let p = pid_of(&st, 0);
         let acts = st.on_tick(c.advance(1000));
         assert!(acts.contains(&Action::KillGroup {
             pgid: p,
             sig: libc::SIGINT
         }));
-        let acts = st.on_exit(p, ExitStatus::Code(0), c.advance(5));
+        let acts = exit(p, ExitStatus::Code(0), c.advance(5), &mut st);
         assert!(acts.contains(&Action::Spawn(0)));
         assert_eq!(st.get(0).unwrap().restarts, 1);
         st.stop_ids(&[0], c.0);
@@ -943,10 +988,7 @@ mod tests {
         let c = Clock::new();
         let mut a = app("a");
         a.instances = 2;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![a], c.0);
         let acts = st.on_signal(libc::SIGHUP, c.0);
         assert_eq!(acts.len(), 2);
         assert!(st.on_signal(libc::SIGTSTP, c.0).is_empty());
@@ -959,10 +1001,7 @@ mod tests {
         let db = app("db");
         let mut api = app("api");
         api.depends_on = vec!["db".into()];
-        let mut st = state(vec![db, api], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, _) = started(vec![db, api], c.0);
         let (pdb, papi) = (pid_of(&st, 0), pid_of(&st, 1));
         let acts = st.on_signal(libc::SIGTERM, c.0);
         assert!(acts.contains(&Action::KillGroup {
@@ -972,7 +1011,7 @@ mod tests {
         assert!(!acts
             .iter()
             .any(|a| matches!(a, Action::KillGroup { pgid, .. } if *pgid == pdb)));
-        let acts = st.on_exit(papi, ExitStatus::Code(0), c.advance(5));
+        let acts = exit(papi, ExitStatus::Code(0), c.advance(5), &mut st);
         assert!(
             acts.contains(&Action::KillGroup {
                 pgid: pdb,
@@ -987,10 +1026,7 @@ mod tests {
         let c = Clock::new();
         let mut a = app("w");
         a.instances = 3;
-        let mut st = state(vec![a], c.0);
-        let mut pid = 1;
-        let acts = st.on_start(c.0);
-        run(&mut st, acts, c.0, &mut pid);
+        let (mut st, mut pid) = started(vec![a], c.0);
         let (acts, gone) = st.scale(0, 1, c.0);
         assert_eq!(gone.len(), 2);
         assert_eq!(
@@ -1001,7 +1037,7 @@ mod tests {
         );
         for id in gone {
             let p = pid_of(&st, id);
-            st.on_exit(p, ExitStatus::Code(0), c.0);
+            exit(p, ExitStatus::Code(0), c.0, &mut st);
         }
         assert_eq!(st.of_app(0).len(), 1);
         let (acts, new) = st.scale(0, 3, c.0);
@@ -1015,10 +1051,34 @@ mod tests {
         let c = Clock::new();
         let mut a = app("missing");
         a.restart.max_restarts = 1;
-        let mut st = state(vec![a], c.0);
+        let (mut st, _) = started(vec![a], c.0);
         st.on_start(c.0);
         let acts = st.on_spawn_failed(0, 127, c.0);
         assert!(acts.contains(&Action::Finish { code: 127 }), "{acts:?}");
         assert_eq!(st.get(0).unwrap().phase, Phase::Errored);
+    }
+
+    #[test]
+    fn a_stopped_leaders_group_keeps_its_kill_timeout() {
+        let mut c = Clock::new();
+        let (mut st, _) = started(vec![app("a")], c.0);
+        let p = pid_of(&st, 0);
+        st.on_signal(libc::SIGTERM, c.0);
+        let acts = st.on_exit(p, ExitStatus::Code(0), c.advance(100));
+        assert!(!acts
+            .iter()
+            .any(|a| matches!(a, Action::Finish { .. } | Action::KillGroup { .. })));
+        assert_eq!(st.draining(), vec![(0, p)]);
+        assert!(st
+            .on_tick(c.advance(1000))
+            .iter()
+            .all(|a| !matches!(a, Action::KillGroup { .. })));
+        let acts = st.on_tick(c.advance(500));
+        assert!(acts.contains(&Action::KillGroup {
+            pgid: p,
+            sig: libc::SIGKILL
+        }));
+        let acts = st.on_group_empty(0, c.advance(1));
+        assert!(acts.contains(&Action::Finish { code: 1 }), "{acts:?}");
     }
 }

@@ -66,6 +66,14 @@ pub enum Phase {
         killed: bool,
         then: Then,
     },
+    /// The leader exited during a stop; the rest of its process group still runs and has until
+    /// `deadline` before SIGKILL. No pid: the leader is gone.
+    Draining {
+        pgid: i32,
+        deadline: Instant,
+        killed: bool,
+        then: Then,
+    },
     /// Waiting out a restart delay; `until == now` means "spawn at once".
     WaitingRestart {
         until: Instant,
@@ -86,7 +94,10 @@ impl Phase {
     pub fn is_active(&self) -> bool {
         matches!(
             self,
-            Phase::Running { .. } | Phase::Stopping { .. } | Phase::WaitingRestart { .. }
+            Phase::Running { .. }
+                | Phase::Stopping { .. }
+                | Phase::Draining { .. }
+                | Phase::WaitingRestart { .. }
         )
     }
 }

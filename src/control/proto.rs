@@ -1,0 +1,371 @@
+//! The control protocol, shared by the server (inside pmi) and the client (the verbs).
+//!
+//! A connection carries frames: a 4-byte big-endian length, then that many bytes of JSON. The
+//! client's first frame is `Request::Hello` with `PROTOCOL_VERSION`; the server answers
+//! `Response::Hello` or a `version_mismatch` error and closes. Then any number of requests follow,
+//! each answered by one response (`logs --follow` by a stream of `log` frames until either side
+//! closes). Documented for other tools in docs/protocol.md.
+//!
+//! Invariant: no frame longer than `MAX_FRAME` is read or written; a peer that sends one gets an
+//! error and is closed. Bump `PROTOCOL_VERSION` on any incompatible change of these types.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::status::{AppInfo, ExitInfo, Status};
+use crate::supervisor::ops::{Brief, ScaleCount};
+
+/// The wire version; a client and a server of different versions refuse each other clearly.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The largest frame body either side reads or writes (1 MiB).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Must be the first frame of a connection.
+    Hello {
+        version: u32,
+    },
+    /// `pmi status [TARGET]`: instances with CPU and memory (docs/status-json.md).
+    Status {
+        target: Option<String>,
+    },
+    /// `pmi describe TARGET`: the apps' settings (env keys, never values) and instances.
+    Describe {
+        target: String,
+    },
+    Start {
+        target: String,
+    },
+    Stop {
+        target: String,
+    },
+    /// Answered once every new process runs.
+    Restart {
+        target: String,
+    },
+    /// A restart one instance at a time, each waited for before the next.
+    Reload {
+        target: String,
+    },
+    Scale {
+        app: String,
+        count: ScaleCount,
+    },
+    /// `signal` is a name (`TERM`, `SIGUSR1`) or a number.
+    Signal {
+        signal: String,
+        target: String,
+    },
+    Logs {
+        target: Option<String>,
+        lines: usize,
+        follow: bool,
+        /// `out` or `err` only; both when absent.
+        stream: Option<LogStream>,
+    },
+    /// Exec probe: liveness, or readiness with `ready`.
+    Health {
+        ready: bool,
+    },
+}
+
+impl Request {
+    /// Whether answering may take long (it waits for processes): clients wait without a limit.
+    pub fn waits_for_effect(&self) -> bool {
+        matches!(
+            self,
+            Request::Start { .. }
+                | Request::Stop { .. }
+                | Request::Restart { .. }
+                | Request::Reload { .. }
+                | Request::Scale { .. }
+        )
+    }
+}
+
+/// What the server answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Hello {
+        version: u32,
+        pmi_version: String,
+        pid: u32,
+    },
+    Status(StatusReport),
+    Describe {
+        apps: Vec<AppDescription>,
+    },
+    /// A mutation took effect; the instances it touched, as they are now.
+    Done {
+        instances: Vec<Brief>,
+    },
+    /// The kept lines, oldest first; with `follow`, `log` frames come next.
+    Logs {
+        lines: Vec<LogEntry>,
+    },
+    Log(LogEntry),
+    Health {
+        ok: bool,
+        /// Why not, in one line.
+        reason: Option<String>,
+    },
+    Error(ErrorReply),
+}
+
+/// An error answer; the connection may stay open unless the kind says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ErrorReply {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ErrorReply {
+        ErrorReply {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Hello with another version (closes).
+    VersionMismatch,
+    /// The peer's uid/groups may not use the socket (closes).
+    PermissionDenied,
+    /// Too many connections (closes).
+    Busy,
+    /// Not a frame, not JSON, or not a known request (closes).
+    BadRequest,
+    /// A frame over `MAX_FRAME` (closes).
+    FrameTooLarge,
+    /// Nothing, or half a frame, within the read timeout (closes).
+    Timeout,
+    /// No app or instance by that name or id; the message lists the known ones.
+    UnknownTarget,
+    /// The supervisor could not do it (the message says why).
+    Failed,
+    /// pmi is stopping everything and takes no more requests.
+    ShuttingDown,
+}
+
+/// `pmi logs --err` / `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Out,
+    Err,
+}
+
+impl LogStream {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogStream::Out => "out",
+            LogStream::Err => "err",
+        }
+    }
+}
+
+/// One line of an app's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub pm_id: u32,
+    pub app: String,
+    pub instance: u32,
+    pub stream: LogStream,
+    pub ts_ms: u64,
+    pub text: String,
+}
+
+/// `pmi status --json` (schema in docs/status-json.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `crate::status::SCHEMA_VERSION`.
+    pub schema: u32,
+    pub pmi: PmiInfo,
+    pub instances: Vec<InstanceRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PmiInfo {
+    pub version: String,
+    pub pid: u32,
+    pub started_at: u64,
+    pub uptime_ms: u64,
+    pub apps_file: String,
+    pub shutting_down: bool,
+    pub reaped_orphans: u64,
+    pub forwarded_signals: u64,
+}
+
+/// One instance as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRow {
+    pub id: u32,
+    pub name: String,
+    pub namespace: String,
+    pub instance: u32,
+    pub pid: Option<u32>,
+    pub status: Status,
+    pub restarts: u32,
+    pub unstable_restarts: u32,
+    /// Time since the current process started; 0 when none runs.
+    pub uptime_ms: u64,
+    pub started_at: Option<u64>,
+    /// CPU of the whole process group; see docs/status-json.md for the window.
+    pub cpu_percent: f64,
+    /// Sum of the RSS of the process group.
+    pub memory_bytes: u64,
+    pub last_exit: Option<ExitInfo>,
+    pub exec_mode: String,
+    pub cron_next: Option<u64>,
+}
+
+/// `pmi describe`: one app and the instances the target selected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppDescription {
+    /// `None` when the supervisor does not publish app settings.
+    pub app: Option<AppInfo>,
+    pub name: String,
+    pub instances: Vec<InstanceRow>,
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("timed out")]
+    Timeout,
+    #[error("malformed frame: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for FrameError {
+    fn from(e: std::io::Error) -> FrameError {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => FrameError::Timeout,
+            _ => FrameError::Io(e),
+        }
+    }
+}
+
+/// A frame: length prefix and JSON body.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The body length a frame header announces, checked against the cap.
+pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    let n = u32::from_be_bytes(header) as usize;
+    if n > MAX_FRAME {
+        return Err(FrameError::TooLarge(n));
+    }
+    Ok(n)
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// Blocking write of one frame (the client side).
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameError> {
+    w.write_all(&encode(msg)?)?;
+    Ok(())
+}
+
+/// Blocking read of one frame (the client side); timeouts come from the socket.
+pub fn read_frame<R: Read, T: for<'de> Deserialize<'de>>(r: &mut R) -> Result<T, FrameError> {
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header)?;
+    let mut body = vec![0u8; body_len(header)?];
+    r.read_exact(&mut body)?;
+    decode(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_layout() {
+        let req = Request::Logs {
+            target: Some("api:1".into()),
+            lines: 5,
+            follow: true,
+            stream: Some(LogStream::Err),
+        };
+        let bytes = encode(&req).unwrap();
+        assert_eq!(
+            u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize,
+            bytes.len() - 4
+        );
+        let json: serde_json::Value = serde_json::from_slice(&bytes[4..]).unwrap();
+        assert_eq!(json["type"], "logs");
+        assert_eq!(json["stream"], "err");
+        let back: Request = read_frame(&mut &bytes[..]).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn scale_and_errors_on_the_wire() {
+        let req = Request::Scale {
+            app: "api".into(),
+            count: ScaleCount::Sub(2),
+        };
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"scale","app":"api","count":{"sub":2}})
+        );
+        let e = Response::Error(ErrorReply::new(ErrorKind::Busy, "busy"));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"error","kind":"busy","message":"busy"})
+        );
+    }
+
+    #[test]
+    fn oversized_truncated_and_garbage_frames_are_errors() {
+        let huge = (MAX_FRAME as u32 + 1).to_be_bytes();
+        assert!(matches!(
+            read_frame::<_, Request>(&mut &huge[..]),
+            Err(FrameError::TooLarge(_))
+        ));
+        let mut half = encode(&Request::Health { ready: false }).unwrap();
+        half.truncate(7);
+        assert!(matches!(
+            read_frame::<_, Request>(&mut &half[..]),
+            Err(FrameError::Closed)
+        ));
+        let mut garbage = 3u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(b"{x]");
+        assert!(matches!(
+            read_frame::<_, Request>(&mut &garbage[..]),
+            Err(FrameError::Json(_))
+        ));
+        let unknown = encode(&serde_json::json!({"type":"delete_everything"})).unwrap();
+        assert!(read_frame::<_, Request>(&mut &unknown[..]).is_err());
+    }
+}

@@ -1,0 +1,739 @@
+//! The control server: a Unix socket inside pmi that answers the verbs.
+//!
+//! `bind` makes the socket (default `/run/pmi/pmi.sock`, else `/tmp/pmi-<uid>/pmi.sock`), probing a
+//! stale one first; `serve` accepts connections, checks each peer's credentials, and answers
+//! requests: reads from the snapshot, mutations through the supervisor's inbox (answered with the
+//! supervisor's reply, i.e. after the effect). Invariant: no client can block, crash or slow the
+//! supervisor: every read and write has a time limit, frames are capped, connections are
+//! limited, and errors end only the connection they happened on.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::time::timeout;
+
+use super::proto::{
+    self, ErrorKind, ErrorReply, FrameError, LogEntry, LogStream, Request, Response,
+    PROTOCOL_VERSION,
+};
+use super::sample::{Sampler, Usage};
+use super::view;
+use crate::status::{InstanceStatus, Snapshot};
+use crate::supervisor::ops::{Brief, ControlMsg, Op, Target};
+use crate::supervisor::Handle;
+
+/// The socket when neither `--socket` nor `PMI_SOCKET` names one and /run is writable.
+pub const DEFAULT_SOCKET: &str = "/run/pmi/pmi.sock";
+/// A client that sends nothing (or half a frame) for this long is dropped.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that does not read its answer for this long is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more get a `busy` error.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The fallback socket of user `uid` when /run is not writable.
+pub fn fallback_socket(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/pmi-{uid}/pmi.sock"))
+}
+
+/// A bound control socket, ready for `serve`.
+#[derive(Debug)]
+pub struct Listener {
+    inner: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    group: Option<u32>,
+}
+
+impl Listener {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Why a socket could not be made where it was tried.
+enum BindError {
+    /// The place is not writable (read-only /run, not ours): the next default may be tried.
+    Unusable(String),
+    /// Do not try elsewhere (another pmi answers, a non-socket file is in the way).
+    Fatal(String),
+}
+
+impl BindError {
+    fn message(self) -> String {
+        match self {
+            BindError::Unusable(m) | BindError::Fatal(m) => m,
+        }
+    }
+}
+
+/// Makes the control socket at `path`, or at the defaults. `socket_group` (a name or gid) lets a
+/// group use it besides root and pmi's own uid. The error says why no socket was made; pmi then
+/// runs its apps without one.
+pub fn bind(path: Option<&Path>, socket_group: Option<&str>) -> Result<Listener, String> {
+    let group = socket_group.map(group_id).transpose()?;
+    if let Some(p) = path {
+        return bind_at(p, group, false).map_err(BindError::message);
+    }
+    match bind_at(Path::new(DEFAULT_SOCKET), group, true) {
+        Ok(l) => Ok(l),
+        Err(BindError::Fatal(m)) => Err(m),
+        Err(BindError::Unusable(first)) => {
+            let fb = fallback_socket(nix::unistd::geteuid().as_raw());
+            bind_at(&fb, group, true).map_err(|e| format!("{first}; and {}", e.message()))
+        }
+    }
+}
+
+fn group_id(g: &str) -> Result<u32, String> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(gr)) => Ok(gr.gid.as_raw()),
+        _ => Err(format!(
+            "socket_group '{g}' is neither a gid nor a group in /etc/group"
+        )),
+    }
+}
+
+/// `own_dir`: the directory is pmi's (a default path): create it or take it over with pmi's mode.
+/// Otherwise only a directory pmi creates gets that mode.
+fn bind_at(path: &Path, group: Option<u32>, own_dir: bool) -> Result<Listener, BindError> {
+    let (dir_mode, sock_mode) = if group.is_some() {
+        (0o750, 0o660)
+    } else {
+        (0o700, 0o600)
+    };
+    let shown = path.display();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let unusable = |what: &str, e: io::Error| {
+        BindError::Unusable(format!("cannot {what} for the control socket {shown}: {e}"))
+    };
+    let created = match std::fs::DirBuilder::new().mode(dir_mode).create(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) if !own_dir && e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(dir_mode)
+                .create(dir)
+                .map_err(|e| unusable(&format!("create {}", dir.display()), e))?;
+            true
+        }
+        Err(e) => return Err(unusable(&format!("create {}", dir.display()), e)),
+    };
+    if created || own_dir {
+        let meta =
+            std::fs::symlink_metadata(dir).map_err(|e| unusable("inspect its directory", e))?;
+        let me = nix::unistd::geteuid().as_raw();
+        if !meta.is_dir() || meta.uid() != me {
+            return Err(BindError::Unusable(format!(
+                "{} is not a directory owned by uid {me}; not using it for the control socket",
+                dir.display()
+            )));
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
+            .map_err(|e| unusable("set the mode of its directory", e))?;
+        chown_group(dir, group).map_err(|e| unusable("give its directory to the group", e))?;
+    }
+    remove_stale(path)?;
+    let inner = std::os::unix::net::UnixListener::bind(path).map_err(|e| unusable("bind", e))?;
+    let finish = || -> io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(sock_mode))?;
+        chown_group(path, group)?;
+        inner.set_nonblocking(true)
+    };
+    if let Err(e) = finish() {
+        let _ = std::fs::remove_file(path);
+        return Err(BindError::Fatal(format!(
+            "cannot set up the control socket {shown}: {e}"
+        )));
+    }
+    Ok(Listener {
+        inner,
+        path: path.to_path_buf(),
+        group,
+    })
+}
+
+fn chown_group(path: &Path, group: Option<u32>) -> io::Result<()> {
+    match group {
+        Some(g) => std::os::unix::fs::chown(path, None, Some(g)),
+        None => Ok(()),
+    }
+}
+
+/// A socket file that nobody answers on is replaced; one that answers means another pmi.
+fn remove_stale(path: &Path) -> Result<(), BindError> {
+    let shown = path.display();
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(BindError::Unusable(format!("cannot inspect {shown}: {e}"))),
+    };
+    if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+        return Err(BindError::Fatal(format!(
+            "{shown} exists and is not a socket; not replacing it (choose another path with --socket)"
+        )));
+    }
+    match super::client::connect_once(path) {
+        Ok(_) => Err(BindError::Fatal(format!(
+            "another pmi is running: it answers on {shown}; this one runs its apps without a control socket (give it another with --socket)"
+        ))),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(BindError::Fatal(format!(
+            "another pmi is running on {shown} (its backlog is full); this one runs without a control socket"
+        ))),
+        Err(_) => std::fs::remove_file(path)
+            .map_err(|e| BindError::Unusable(format!("cannot remove the stale socket {shown}: {e}"))),
+    }
+}
+
+/// Removes the socket file when the server ends, unless another process replaced it.
+struct Cleanup {
+    path: PathBuf,
+    ino: Option<u64>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let same = std::fs::symlink_metadata(&self.path).ok().map(|m| m.ino()) == self.ino;
+        if self.ino.is_some() && same {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What every connection shares.
+struct Ctx {
+    handle: Handle,
+    sampler: Arc<Mutex<Sampler>>,
+    group: Option<u32>,
+    me: u32,
+}
+
+/// Serves the socket until the task is dropped (the socket file goes with it). Never returns an
+/// error: a failed accept is logged and retried; a bad connection ends alone.
+pub async fn serve(listener: Listener, handle: Handle) {
+    let _cleanup = Cleanup {
+        ino: std::fs::symlink_metadata(&listener.path)
+            .ok()
+            .map(|m| m.ino()),
+        path: listener.path.clone(),
+    };
+    let sock = match tokio::net::UnixListener::from_std(listener.inner) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                "control socket {}: {e}; not serving",
+                listener.path.display()
+            );
+            return;
+        }
+    };
+    let ctx = Arc::new(Ctx {
+        handle,
+        sampler: Arc::new(Mutex::new(Sampler::default())),
+        group: listener.group,
+        me: nix::unistd::geteuid().as_raw(),
+    });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match sock.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and the like: wait a little instead of spinning.
+                tracing::warn!("control socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let busy = ErrorReply::new(
+                ErrorKind::Busy,
+                format!("pmi is busy: {MAX_CONNECTIONS} control connections are open; try again"),
+            );
+            if let Ok(b) = proto::encode(&Response::Error(busy)) {
+                let _ = stream.try_write(&b);
+            }
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            connection(stream, &ctx).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Whether the peer may use the socket: root, pmi's uid, or a member of the socket group.
+fn allowed(stream: &UnixStream, ctx: &Ctx) -> bool {
+    let Ok(cred) = stream.peer_cred() else {
+        return false;
+    };
+    if cred.uid() == 0 || cred.uid() == ctx.me {
+        return true;
+    }
+    let Some(g) = ctx.group else { return false };
+    cred.gid() == g
+        || cred
+            .pid()
+            .is_some_and(|pid| supplementary_groups(pid).contains(&g))
+}
+
+/// The supplementary groups of a process, from /proc/PID/status.
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+async fn connection(stream: UnixStream, ctx: &Ctx) {
+    if !allowed(&stream, ctx) {
+        let msg = "permission denied: the control socket is for root, pmi's own user and its socket_group";
+        let (_, mut wr) = stream.into_split();
+        let _ = send(&mut wr, &error(ErrorKind::PermissionDenied, msg)).await;
+        return;
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    match read_request(&mut rd).await {
+        Ok(Request::Hello { version }) if version == PROTOCOL_VERSION => {
+            let hello = hello();
+            if send(&mut wr, &hello).await.is_err() {
+                return;
+            }
+        }
+        Ok(Request::Hello { version }) => {
+            let msg = format!(
+                "protocol version mismatch: this pmi speaks version {PROTOCOL_VERSION}, the client version {version}; use the pmi binary of the running container"
+            );
+            let _ = send(&mut wr, &error(ErrorKind::VersionMismatch, msg)).await;
+            return;
+        }
+        Ok(_) => {
+            let msg = "the first frame must be a hello with the protocol version";
+            let _ = send(&mut wr, &error(ErrorKind::BadRequest, msg)).await;
+            return;
+        }
+        Err(e) => {
+            if let Some(reply) = frame_error(e) {
+                let _ = send(&mut wr, &reply).await;
+            }
+            return;
+        }
+    }
+    loop {
+        let req = match read_request(&mut rd).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(reply) = frame_error(e) {
+                    let _ = send(&mut wr, &reply).await;
+                }
+                return;
+            }
+        };
+        if let Request::Logs {
+            target,
+            lines,
+            follow: true,
+            stream,
+        } = req
+        {
+            follow_logs(ctx, &mut rd, &mut wr, target, lines, stream).await;
+            return;
+        }
+        let reply = answer(ctx, req).await;
+        if send(&mut wr, &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn hello() -> Response {
+    Response::Hello {
+        version: PROTOCOL_VERSION,
+        pmi_version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+    }
+}
+
+fn error(kind: ErrorKind, msg: impl Into<String>) -> Response {
+    Response::Error(ErrorReply::new(kind, msg))
+}
+
+/// The reply to a frame that could not be read; `None` when the peer is gone.
+fn frame_error(e: FrameError) -> Option<Response> {
+    match e {
+        FrameError::Closed | FrameError::Io(_) => None,
+        FrameError::Timeout => Some(error(
+            ErrorKind::Timeout,
+            format!("no complete request within {} s", READ_TIMEOUT.as_secs()),
+        )),
+        FrameError::TooLarge(n) => Some(error(
+            ErrorKind::FrameTooLarge,
+            format!(
+                "frame of {n} bytes is over the {} byte limit",
+                proto::MAX_FRAME
+            ),
+        )),
+        FrameError::Json(j) => Some(error(ErrorKind::BadRequest, format!("not a request: {j}"))),
+    }
+}
+
+/// One frame within `READ_TIMEOUT` (the whole frame, not each byte).
+async fn read_request<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Request, FrameError> {
+    let read = async {
+        let mut header = [0u8; 4];
+        rd.read_exact(&mut header).await?;
+        let mut body = vec![0u8; proto::body_len(header)?];
+        rd.read_exact(&mut body).await?;
+        proto::decode(&body)
+    };
+    timeout(READ_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(FrameError::Timeout))
+}
+
+/// Writes one frame within `WRITE_TIMEOUT`. A reply too big for a frame becomes an error reply.
+async fn send<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Response) -> Result<(), FrameError> {
+    let bytes = match proto::encode(msg) {
+        Ok(b) => b,
+        Err(FrameError::TooLarge(n)) => proto::encode(&error(
+            ErrorKind::FrameTooLarge,
+            format!("the answer ({n} bytes) is over the frame limit; ask for less"),
+        ))?,
+        Err(e) => return Err(e),
+    };
+    match timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(FrameError::Timeout),
+    }
+}
+
+fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+fn snapshot(ctx: &Ctx) -> Arc<Snapshot> {
+    ctx.handle.snapshot.borrow().clone()
+}
+
+/// Samples /proc on the blocking pool, so that the supervisor's thread never waits for it.
+async fn usage(ctx: &Ctx, instances: &[&InstanceStatus], now: u64) -> HashMap<i32, Usage> {
+    let groups = view::groups(instances);
+    if groups.is_empty() {
+        return HashMap::new();
+    }
+    let sampler = ctx.sampler.clone();
+    let read = move || {
+        let mut s = sampler.lock().unwrap_or_else(|e| e.into_inner());
+        s.sample(&groups, now)
+    };
+    tokio::task::spawn_blocking(read).await.unwrap_or_default()
+}
+
+/// The answer to one request (not `logs --follow`).
+async fn answer(ctx: &Ctx, req: Request) -> Response {
+    match req {
+        Request::Hello { .. } => hello(),
+        Request::Status { target } => {
+            let snap = snapshot(ctx);
+            let t = Target::parse(target.as_deref().unwrap_or("all"));
+            let sel = match view::resolve(&snap, &t) {
+                Ok(s) => s,
+                Err(e) => return error(ErrorKind::UnknownTarget, e),
+            };
+            let now = now_ms();
+            let u = usage(ctx, &sel, now).await;
+            Response::Status(view::status_report(&snap, &sel, &u, now))
+        }
+        Request::Describe { target } => {
+            let snap = snapshot(ctx);
+            let t = Target::parse(&target);
+            let now = now_ms();
+            let sel = match view::resolve(&snap, &t) {
+                Ok(s) => s,
+                Err(e) => return error(ErrorKind::UnknownTarget, e),
+            };
+            let u = usage(ctx, &sel, now).await;
+            match view::describe(&snap, &t, &u, now) {
+                Ok(apps) => Response::Describe { apps },
+                Err(e) => error(ErrorKind::UnknownTarget, e),
+            }
+        }
+        Request::Start { target } => targeted(ctx, &target, Op::Start).await,
+        Request::Stop { target } => targeted(ctx, &target, Op::Stop).await,
+        Request::Restart { target } => targeted(ctx, &target, Op::Restart).await,
+        Request::Reload { target } => reload(ctx, &target).await,
+        Request::Scale { app, count } => op(ctx, Op::Scale { app, count }).await,
+        Request::Signal { signal, target } => match crate::os::signals::parse(&signal) {
+            Some(sig) => targeted(ctx, &target, |t| Op::Signal { sig, target: t }).await,
+            None => error(
+                ErrorKind::BadRequest,
+                format!("'{signal}' is not a signal name or number (e.g. TERM, SIGUSR1, 15)"),
+            ),
+        },
+        Request::Logs {
+            target,
+            lines,
+            stream,
+            ..
+        } => match log_ids(ctx, target.as_deref()) {
+            Ok(ids) => Response::Logs {
+                lines: logsrc::tail(&ctx.handle, ids.as_deref(), lines, stream),
+            },
+            Err(e) => error(ErrorKind::UnknownTarget, e),
+        },
+        Request::Health { ready } => {
+            let snap = snapshot(ctx);
+            match view::health(&snap, ready) {
+                Ok(()) => Response::Health {
+                    ok: true,
+                    reason: None,
+                },
+                Err(r) => Response::Health {
+                    ok: false,
+                    reason: Some(r),
+                },
+            }
+        }
+    }
+}
+
+/// An op on a target: an unknown target is answered from the snapshot (with the known names);
+/// the supervisor still resolves it, and is the authority.
+async fn targeted(ctx: &Ctx, target: &str, make: impl FnOnce(Target) -> Op) -> Response {
+    let t = Target::parse(target);
+    if let Err(e) = view::resolve(&snapshot(ctx), &t) {
+        return error(ErrorKind::UnknownTarget, e);
+    }
+    op(ctx, make(t)).await
+}
+
+/// Sends an op to the supervisor and waits for its reply (sent after the effect).
+async fn op(ctx: &Ctx, op: Op) -> Response {
+    match call(ctx, op).await {
+        Ok(instances) => Response::Done { instances },
+        Err(e) => Response::Error(e),
+    }
+}
+
+async fn call(ctx: &Ctx, op: Op) -> Result<Vec<Brief>, ErrorReply> {
+    let gone = || ErrorReply::new(ErrorKind::ShuttingDown, "pmi is exiting");
+    let (tx, rx) = oneshot::channel();
+    ctx.handle
+        .inbox
+        .send(ControlMsg { op, reply: tx })
+        .await
+        .map_err(|_| gone())?;
+    match rx.await {
+        Err(_) => Err(gone()),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(msg)) => {
+            let kind = if msg.starts_with("unknown") {
+                ErrorKind::UnknownTarget
+            } else if msg.contains("shutting down") || msg.contains("exiting") {
+                ErrorKind::ShuttingDown
+            } else {
+                ErrorKind::Failed
+            };
+            Err(ErrorReply::new(kind, msg))
+        }
+    }
+}
+
+/// Restarts the target's instances one at a time, each answered before the next starts, so
+/// that the others keep serving.
+async fn reload(ctx: &Ctx, target: &str) -> Response {
+    let ids: Vec<u32> = match view::resolve(&snapshot(ctx), &Target::parse(target)) {
+        Ok(sel) => sel.iter().map(|i| i.id).collect(),
+        Err(e) => return error(ErrorKind::UnknownTarget, e),
+    };
+    let mut done = Vec::new();
+    for id in ids {
+        match call(ctx, Op::Restart(Target::Id(id))).await {
+            Ok(b) => done.extend(b),
+            Err(mut e) => {
+                if !done.is_empty() {
+                    e.message = format!(
+                        "{} (instances before it were reloaded: {})",
+                        e.message,
+                        done.iter()
+                            .map(|b| format!("{}:{}", b.name, b.instance))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                return Response::Error(e);
+            }
+        }
+    }
+    Response::Done { instances: done }
+}
+
+/// The pm_ids a logs target selects (`None`: everything, including instances yet to come).
+fn log_ids(ctx: &Ctx, target: Option<&str>) -> Result<Option<Vec<u32>>, String> {
+    match target.map(Target::parse) {
+        None | Some(Target::All) => Ok(None),
+        Some(t) => {
+            let snap = snapshot(ctx);
+            Ok(Some(
+                view::resolve(&snap, &t)?.iter().map(|i| i.id).collect(),
+            ))
+        }
+    }
+}
+
+/// `logs --follow`: the kept lines, then every new one, until the client closes or pmi ends.
+async fn follow_logs<R, W>(
+    ctx: &Ctx,
+    rd: &mut R,
+    wr: &mut W,
+    target: Option<String>,
+    lines: usize,
+    stream: Option<LogStream>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let ids = match log_ids(ctx, target.as_deref()) {
+        Ok(ids) => ids,
+        Err(e) => {
+            let _ = send(wr, &error(ErrorKind::UnknownTarget, e)).await;
+            return;
+        }
+    };
+    // Subscribe before reading the history, so that no line falls between the two.
+    let mut feed = logsrc::subscribe(&ctx.handle);
+    let history = logsrc::tail(&ctx.handle, ids.as_deref(), lines, stream);
+    // Lines both in the history and in the feed are sent once: the feed skips what is older
+    // than the last kept line, and the kept lines of that same millisecond.
+    let last_ts = history.last().map(|l| l.ts_ms);
+    let same_ms: Vec<LogEntry> = history
+        .iter()
+        .filter(|l| Some(l.ts_ms) == last_ts)
+        .cloned()
+        .collect();
+    if send(wr, &Response::Logs { lines: history }).await.is_err() {
+        return;
+    }
+    let mut probe = [0u8; 64];
+    loop {
+        tokio::select! {
+            entry = feed.next() => {
+                let Some(e) = entry else { return };
+                let seen = last_ts.is_some_and(|t| e.ts_ms < t) || same_ms.contains(&e);
+                if seen || !logsrc::keep(&e, ids.as_deref(), stream) {
+                    continue;
+                }
+                if send(wr, &Response::Log(e)).await.is_err() {
+                    return;
+                }
+            }
+            // The client says nothing while following: any read result ends the stream.
+            _ = rd.read(&mut probe) => return,
+        }
+    }
+}
+
+/// Adapter to the log pipeline (`LogHub::tail` / `LogHub::subscribe`): the one place that knows
+/// its types.
+mod logsrc {
+    use tokio::sync::broadcast;
+
+    use super::{LogEntry, LogStream};
+    use crate::logs::{LogLine, Stream};
+    use crate::supervisor::Handle;
+
+    pub fn keep(e: &LogEntry, ids: Option<&[u32]>, stream: Option<LogStream>) -> bool {
+        ids.is_none_or(|ids| ids.contains(&e.pm_id)) && stream.is_none_or(|s| s == e.stream)
+    }
+
+    /// The last `lines` lines of the selected instances, oldest first.
+    pub fn tail(
+        h: &Handle,
+        ids: Option<&[u32]>,
+        lines: usize,
+        stream: Option<LogStream>,
+    ) -> Vec<LogEntry> {
+        let all: Vec<LogEntry> = lines_of(h, ids, lines, stream);
+        let mut skip = all.len().saturating_sub(lines);
+        // Keep the newest lines that fit in one frame.
+        let mut room = super::proto::MAX_FRAME - 64;
+        for (i, e) in all.iter().enumerate().skip(skip).rev() {
+            let len = serde_json::to_vec(e).map_or(usize::MAX, |v| v.len() + 1);
+            if len > room {
+                skip = i + 1;
+                break;
+            }
+            room -= len;
+        }
+        all.into_iter().skip(skip).collect()
+    }
+
+    fn lines_of(
+        h: &Handle,
+        ids: Option<&[u32]>,
+        lines: usize,
+        stream: Option<LogStream>,
+    ) -> Vec<LogEntry> {
+        // The pipeline keeps `lines` per stream: with a stream filter, take all it kept.
+        let n = if stream.is_some() { usize::MAX } else { lines };
+        h.logs
+            .tail_where(|id, _| ids.is_none_or(|ids| ids.contains(&id)), n)
+            .into_iter()
+            .map(entry)
+            .filter(|e| stream.is_none_or(|s| s == e.stream))
+            .collect()
+    }
+
+    fn entry(l: LogLine) -> LogEntry {
+        LogEntry {
+            pm_id: l.pm_id,
+            app: l.app,
+            instance: l.instance,
+            stream: match l.stream {
+                Stream::Out => LogStream::Out,
+                Stream::Err => LogStream::Err,
+            },
+            ts_ms: l.ts_ms,
+            text: l.text,
+        }
+    }
+
+    pub struct Feed(broadcast::Receiver<LogLine>);
+
+    pub fn subscribe(h: &Handle) -> Feed {
+        Feed(h.logs.subscribe())
+    }
+
+    impl Feed {
+        /// The next line, `None` once the pipeline is gone. A follower that falls behind skips
+        /// the lines it missed.
+        pub async fn next(&mut self) -> Option<LogEntry> {
+            loop {
+                match self.0.recv().await {
+                    Ok(l) => return Some(entry(l)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Log files (`out_file`, `error_file`, `log_file`), written by one thread with pm2's naming and a
+//! size-based rotation that pm2-runtime lacks.
+//!
+//! Invariant: a file problem is never fatal and never blocks the runtime: opening or writing
+//! fails → one warning, and that file is skipped (until `reopen`), the rest of the logging goes
+//! on. Files are keyed by path, so instances that share a file (`merge_logs`) share one handle
+//! and whole-line chunks never interleave mid-line.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::work::Job;
+use super::{CHANNEL_BUFFERS, ROTATE_BYTES, ROTATE_KEEP};
+
+pub(crate) struct FileJob {
+    /// Every file these bytes go to (the stream's own file and the combined `log_file`).
+    pub paths: Arc<[Arc<Path>]>,
+    pub data: Vec<u8>,
+}
+
+pub(crate) enum FileMsg {
+    Write(Job<FileJob>),
+    /// Close every file; the next write opens it again (after logrotate moved it, say) and
+    /// retries the ones that failed.
+    Reopen,
+}
+
+pub(crate) type FileTx = mpsc::Sender<FileMsg>;
+
+/// pm2's per-instance name: without `merge_logs`, `-<pm_id>` goes before the extension
+/// (`out.log` → `out-3.log`, `out` → `out-3`).
+pub(crate) fn instance_path(path: &Path, pm_id: u32, merge_logs: bool) -> PathBuf {
+    if merge_logs {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{pm_id}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{pm_id}"),
+    };
+    path.with_file_name(name)
+}
+
+pub(crate) fn spawn_file_writer() -> FileTx {
+    let (tx, mut rx) = mpsc::channel::<FileMsg>(CHANNEL_BUFFERS);
+    let spawned = std::thread::Builder::new()
+        .name("pmi-files".into())
+        .spawn(move || {
+            let mut files = FileSet::new(ROTATE_BYTES, ROTATE_KEEP);
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    FileMsg::Write(job) => {
+                        for path in job.data.paths.iter() {
+                            files.write(path, &job.data.data);
+                        }
+                    }
+                    FileMsg::Reopen => files.reopen(),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the log file writer: {e}; log files are not written");
+    }
+    tx
+}
+
+/// The open log files and their rotation state.
+pub(crate) struct FileSet {
+    files: HashMap<Arc<Path>, OpenFile>,
+    rotate_bytes: u64,
+    keep: usize,
+}
+
+enum OpenFile {
+    Open {
+        file: File,
+        size: u64,
+        /// Only regular files rotate (never `/dev/stdout` or a fifo).
+        rotates: bool,
+    },
+    /// Failed and reported; skipped until `reopen`.
+    Failed,
+}
+
+impl FileSet {
+    pub fn new(rotate_bytes: u64, keep: usize) -> FileSet {
+        FileSet {
+            files: HashMap::new(),
+            rotate_bytes,
+            keep,
+        }
+    }
+
+    pub fn reopen(&mut self) {
+        self.files.clear();
+    }
+
+    pub fn write(&mut self, path: &Arc<Path>, data: &[u8]) {
+        let entry = self
+            .files
+            .entry(path.clone())
+            .or_insert_with(|| match open(path) {
+                Ok((file, size, rotates)) => OpenFile::Open {
+                    file,
+                    size,
+                    rotates,
+                },
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot open log file {}: {e}; not writing it",
+                        path.display()
+                    );
+                    OpenFile::Failed
+                }
+            });
+        let OpenFile::Open {
+            file,
+            size,
+            rotates,
+        } = entry
+        else {
+            return;
+        };
+        if let Err(e) = file.write_all(data) {
+            tracing::warn!(
+                "cannot write log file {}: {e}; not writing it",
+                path.display()
+            );
+            *entry = OpenFile::Failed;
+            return;
+        }
+        *size += data.len() as u64;
+        // Rotation happens between chunks, so a file can pass the limit by at most one chunk,
+        // and a line is never cut across two files.
+        if *rotates && *size > self.rotate_bytes {
+            *entry = match rotate(path, self.keep).and_then(|()| open(path)) {
+                Ok((file, size, rotates)) => OpenFile::Open {
+                    file,
+                    size,
+                    rotates,
+                },
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot rotate log file {}: {e}; not writing it",
+                        path.display()
+                    );
+                    OpenFile::Failed
+                }
+            };
+        }
+    }
+}
+
+fn open(path: &Path) -> io::Result<(File, u64, bool)> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, meta.len(), meta.is_file()))
+}
+
+/// `f` → `f.1` → `f.2` … → `f.<keep>`; the oldest is replaced.
+fn rotate(path: &Path, keep: usize) -> io::Result<()> {
+    let numbered = |n: usize| {
+        let mut s = path.as_os_str().to_os_string();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    };
+    for n in (1..keep).rev() {
+        match std::fs::rename(numbered(n), numbered(n + 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    if keep == 0 {
+        return std::fs::remove_file(path);
+    }
+    std::fs::rename(path, numbered(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pm2_suffix_rules() {
+        let p = Path::new("/var/log/app/out.log");
+        assert_eq!(instance_path(p, 3, true), p);
+        assert_eq!(
+            instance_path(p, 3, false),
+            Path::new("/var/log/app/out-3.log")
+        );
+        assert_eq!(
+            instance_path(Path::new("/l/out"), 0, false),
+            Path::new("/l/out-0")
+        );
+        assert_eq!(
+            instance_path(Path::new("/l/a.b.txt"), 12, false),
+            Path::new("/l/a.b-12.txt")
+        );
+        assert_eq!(
+            instance_path(Path::new("/l/.hidden"), 1, false),
+            Path::new("/l/.hidden-1")
+        );
+    }
+
+    #[test]
+    fn creates_directories_and_appends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path: Arc<Path> = dir.path().join("a/b/out.log").into();
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        std::fs::write(&path, "old\n").expect("seed");
+        std::fs::remove_dir_all(dir.path().join("a")).expect("rm");
+        let mut set = FileSet::new(1 << 20, 3);
+        set.write(&path, b"one\n");
+        set.write(&path, b"two\n");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "one\ntwo\n");
+        // Reopening appends to what is there.
+        set.reopen();
+        set.write(&path, b"three\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "one\ntwo\nthree\n"
+        );
+    }
+
+    #[test]
+    fn rotates_by_size_keeping_some() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path: Arc<Path> = dir.path().join("out.log").into();
+        let mut set = FileSet::new(10, 3);
+        for i in 0..10 {
+            set.write(&path, format!("line {i:02}\n").as_bytes());
+            set.write(&path, b"more\n");
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+        // Each file got two chunks (8 + 5 bytes > 10), then rotated: the current file is empty,
+        // .1 is the newest full one, .3 the oldest kept, .4 never exists.
+        assert_eq!(read("out.log"), "");
+        assert_eq!(read("out.log.1"), "line 09\nmore\n");
+        assert_eq!(read("out.log.2"), "line 08\nmore\n");
+        assert_eq!(read("out.log.3"), "line 07\nmore\n");
+        assert!(!dir.path().join("out.log.4").exists());
+    }
+
+    #[test]
+    fn open_failure_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory where the file should be: open fails.
+        let bad: Arc<Path> = dir.path().into();
+        let good: Arc<Path> = dir.path().join("ok.log").into();
+        let mut set = FileSet::new(1 << 20, 3);
+        set.write(&bad, b"lost\n");
+        set.write(&bad, b"lost\n");
+        set.write(&good, b"kept\n");
+        assert_eq!(std::fs::read_to_string(&good).expect("read"), "kept\n");
+    }
+
+    #[test]
+    fn devices_do_not_rotate() {
+        let null: Arc<Path> = Path::new("/dev/null").into();
+        let mut set = FileSet::new(1, 3);
+        set.write(&null, b"xx\n");
+        set.write(&null, b"xx\n");
+        assert!(Path::new("/dev/null").exists());
+        assert!(!Path::new("/dev/null.1").exists());
+    }
+}

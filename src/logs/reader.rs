@@ -1,0 +1,222 @@
+//! One task per app pipe: read a chunk, cut it into records, format them once for every
+//! destination, hand the buffers to the writer threads.
+//!
+//! Invariant: bytes of one pipe leave in the order they were read (one task, sequential sends on
+//! FIFO channels), and the task does not read again before its last chunk was accepted by the
+//! channels: a full channel stops the reading, and the app blocks on its own pipe.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use tokio::net::unix::pipe;
+
+use super::files::{FileJob, FileMsg, FileTx};
+use super::format::{SourceFmt, Stamp};
+use super::ring::{InstanceRing, RingChunk};
+use super::sink::{ConsoleMsg, ConsoleTx};
+use super::split::{Record, Splitter};
+use super::work::{Job, WorkToken};
+use super::{LogLine, Shared, Stream, IDLE_FLUSH, OUT_BUFFER_BYTES, READ_BYTES, SPLIT_BYTES};
+
+thread_local! {
+    /// One read buffer for all pipes of the runtime thread: it is only borrowed between a read and
+    /// the end of that chunk's formatting (no await in between), so tasks never share it at once,
+    /// and a hundred pipes cost one buffer instead of a hundred.
+    static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BYTES]);
+}
+
+/// Where one pipe's records go.
+pub(crate) struct Pipe {
+    pub stream: Stream,
+    pub hub: Arc<Shared>,
+    pub src: Arc<SourceFmt>,
+    pub console: ConsoleTx,
+    /// The file writer and this stream's files, when it has any.
+    pub files: Option<(FileTx, Arc<[Arc<Path>]>)>,
+    pub ring: Arc<Mutex<InstanceRing>>,
+}
+
+/// The formatted output of one chunk.
+struct Output {
+    console: Vec<Vec<u8>>,
+    file: Option<Vec<u8>>,
+}
+
+enum Step {
+    Again,
+    Data(Output),
+    Eof,
+    Failed(io::Error),
+}
+
+impl Pipe {
+    /// Reads `fd` to its end. `token` keeps `drain` waiting until the last bytes are handed over.
+    pub async fn run(self, fd: OwnedFd, token: WorkToken) {
+        // `unchecked` so that a socketpair or a pty works as well as a pipe; the one thing it
+        // needs, O_NONBLOCK, is set here.
+        let rx = match set_nonblocking(&fd)
+            .map_err(io::Error::from)
+            .and_then(|()| pipe::Receiver::from_owned_fd_unchecked(fd))
+        {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::warn!(
+                    app = %self.src.app, instance = self.src.instance,
+                    "cannot read the {} of the app: {e}", self.stream.name()
+                );
+                return;
+            }
+        };
+        let mut splitter = Splitter::new(SPLIT_BYTES);
+        loop {
+            let ready = if splitter.has_pending() {
+                // An unfinished line waits at most the idle delay for its end.
+                match tokio::time::timeout(IDLE_FLUSH, rx.readable()).await {
+                    Ok(ready) => ready,
+                    Err(_) => {
+                        let mut em = self.emitter(0);
+                        splitter.flush(|r| em.record(&r));
+                        self.send(em.finish()).await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.readable().await
+            };
+            if let Err(e) = ready {
+                tracing::debug!(app = %self.src.app, "pipe poll failed: {e}");
+                break;
+            }
+            let step = READ_BUF.with_borrow_mut(|buf| {
+                // try_read clears the readiness on WouldBlock, so the next wait really waits.
+                match rx.try_read(buf) {
+                    Ok(0) => Step::Eof,
+                    Ok(n) => {
+                        let mut em = self.emitter(n);
+                        splitter.feed(&buf[..n], |r| em.record(&r));
+                        Step::Data(em.finish())
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        Step::Again
+                    }
+                    Err(e) => Step::Failed(e),
+                }
+            });
+            match step {
+                Step::Again => {}
+                Step::Data(out) => self.send(out).await,
+                Step::Eof => break,
+                Step::Failed(e) => {
+                    // EIO on a pty whose other side closed, say: the stream is over.
+                    tracing::debug!(app = %self.src.app, "pipe read failed: {e}");
+                    break;
+                }
+            }
+        }
+        let mut em = self.emitter(0);
+        splitter.finish(|r| em.record(&r));
+        self.send(em.finish()).await;
+        drop(token);
+    }
+
+    fn emitter(&self, size_hint: usize) -> Emitter<'_> {
+        let stamp = Stamp::now();
+        let seq = self
+            .hub
+            .seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Emitter {
+            ring: RingChunk::new(seq, stamp.ms(), size_hint),
+            stamp,
+            console: Vec::new(),
+            cur: Vec::with_capacity(size_hint + size_hint / 4),
+            file: self.files.as_ref().map(|_| Vec::with_capacity(size_hint)),
+            subscribed: self.hub.lines.receiver_count() > 0,
+            pipe: self,
+        }
+    }
+
+    /// Hands the chunk's buffers to the writer threads, waiting while their channels are full.
+    async fn send(&self, out: Output) {
+        for buf in out.console {
+            let job = Job::new(buf, self.hub.work.token());
+            // A closed channel (writer thread gone) discards: the pipe is still drained.
+            let _ = self.console.send(ConsoleMsg::Data(job)).await;
+        }
+        if let (Some(data), Some((tx, paths))) = (out.file, &self.files) {
+            if !data.is_empty() {
+                let paths = paths.clone();
+                let job = Job::new(FileJob { paths, data }, self.hub.work.token());
+                let _ = tx.send(FileMsg::Write(job)).await;
+            }
+        }
+    }
+}
+
+/// Formats the records of one chunk for every destination.
+struct Emitter<'a> {
+    pipe: &'a Pipe,
+    stamp: Stamp,
+    console: Vec<Vec<u8>>,
+    cur: Vec<u8>,
+    file: Option<Vec<u8>>,
+    ring: RingChunk,
+    subscribed: bool,
+}
+
+impl Emitter<'_> {
+    fn record(&mut self, r: &Record<'_>) {
+        let p = self.pipe;
+        // Formats that expand (json of many tiny lines) are cut into several channel messages,
+        // so a message stays near OUT_BUFFER_BYTES whatever the input.
+        if self.cur.len() >= OUT_BUFFER_BYTES {
+            self.console.push(std::mem::take(&mut self.cur));
+        }
+        p.src
+            .console(p.hub.format, p.stream, r, &mut self.stamp, &mut self.cur);
+        if let Some(file) = &mut self.file {
+            p.src.file(p.stream, r, &mut self.stamp, file);
+        }
+        self.ring.push(r.bytes);
+        if self.subscribed {
+            // No subscriber: no allocation. A lagging one loses lines, never blocks this.
+            let _ = p.hub.lines.send(LogLine {
+                pm_id: p.src.pm_id,
+                app: p.src.app.to_string(),
+                instance: p.src.instance,
+                stream: p.stream,
+                ts_ms: self.stamp.ms(),
+                text: String::from_utf8_lossy(r.bytes).into_owned(),
+            });
+        }
+    }
+
+    fn finish(mut self) -> Output {
+        if !self.ring.is_empty() {
+            let mut ring = self.pipe.ring.lock().unwrap_or_else(|e| e.into_inner());
+            ring.stream_mut(self.pipe.stream).push(self.ring);
+        }
+        if !self.cur.is_empty() {
+            self.console.push(self.cur);
+        }
+        Output {
+            console: self.console,
+            file: self.file,
+        }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
