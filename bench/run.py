@@ -417,7 +417,8 @@ def setup_peers(args, log):
         apt_install(missing, log)
     if not shutil.which("unshare"):
         apt_install(["util-linux"], log)
-    peers = [SimpleInit(n, shutil.which(n)) for n in want[:3]]
+    # tini -s: a subreaper when not PID 1, as pmi and catatonit are by themselves.
+    peers = [SimpleInit(n, shutil.which(n), ["-s"] if n == "tini" else []) for n in want[:3]]
     peers.append(Supervisord())
     hp, hwhy = find_horust(args.install, log)
     peers.append(Horust(hp, hwhy))
