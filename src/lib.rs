@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod exit;
+pub mod http;
 pub mod logs;
 pub mod os;
 pub mod run;

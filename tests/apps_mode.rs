@@ -7,15 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `KEY=VALUE` lines of a file written by `pmi-testkit env`.
-fn env_file(sb: &Sandbox, name: &str) -> BTreeMap<String, String> {
-    sb.lines(name)
-        .iter()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 fn env_app(sb: &Sandbox) -> App {
     App::new(
         "envapp",
@@ -37,7 +28,7 @@ fn instances_get_pm2_variables_and_env_blocks() {
     assert_eq!(pmi.wait_exit(wait_time()), 0);
     let mut ids = Vec::new();
     for i in 0..3 {
-        let env = env_file(&sb, &format!("env-{i}"));
+        let env = sb.env_map(&format!("env-{i}"));
         let get = |k: &str| {
             env.get(k)
                 .cloned()
@@ -64,7 +55,7 @@ fn env_production_is_unused_without_env_flag() {
     let sb = Sandbox::new();
     let mut pmi = sb.start_apps(&[env_app(&sb)], &[]);
     assert_eq!(pmi.wait_exit(wait_time()), 0);
-    let env = env_file(&sb, "env-0");
+    let env = sb.env_map("env-0");
     assert_eq!(env.get("SHARED").map(String::as_str), Some("base"));
     assert!(!env.contains_key("PRODONLY"), "{env:?}");
 }
@@ -123,7 +114,7 @@ fn crash_loop_runs_max_restarts_times_then_errors_with_its_code() {
         sb.lines("starts")
     );
     for r in 0..3 {
-        let env = env_file(&sb, &format!("env-{r}"));
+        let env = sb.env_map(&format!("env-{r}"));
         assert_eq!(
             env.get("restart_time").map(String::as_str),
             Some(r.to_string().as_str())

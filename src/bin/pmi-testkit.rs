@@ -28,6 +28,8 @@
 //! | `wait-file FILE [CHAIN]` | waits until FILE exists; chain default `exit 0` |
 //! | `record-start FILE [CHAIN]` | appends `<unix-ms> <pid>` to FILE; chain default `sleep` |
 //! | `echo TEXT [CHAIN]`, `echo-err TEXT [CHAIN]` | prints TEXT and a newline on stdout (stderr); chain default `exit 0` |
+//! | `ids FILE [CHAIN]` | writes the `Uid:`, `Gid:` and `Groups:` lines of /proc/self/status to FILE (`-` for stdout); chain default `exit 0` |
+//! | `grow-mem MB [STEP_MS] [CHAIN]` | allocates and touches MB MiB, 1 MiB every STEP_MS (default 10) milliseconds, keeps it; chain default `sleep` |
 //! | `bg CHAIN1... :: CHAIN2...` | blocks every signal, forks a background child (same process group) that runs CHAIN1 with all signals still blocked; the parent restores its mask and runs CHAIN2 |
 // `cargo test` builds this binary with the test harness too: keep the harness's `main` then.
 #![cfg_attr(not(test), no_main)]
@@ -163,6 +165,19 @@ fn run(a: &[String]) -> i32 {
         "echo-err" => {
             write_fd(2, format!("{}\n", arg(r, 0, "text")).as_bytes());
             chain(&r[1..], &["exit", "0"])
+        }
+        "ids" => {
+            write_ids(arg(r, 0, "file"));
+            chain(&r[1..], &["exit", "0"])
+        }
+        "grow-mem" => {
+            let mb: usize = num(arg(r, 0, "megabytes"), "megabytes");
+            let (step, rest) = match r.get(1).and_then(|s| s.parse::<u64>().ok()) {
+                Some(ms) => (ms, &r[2..]),
+                None => (10, &r[1..]),
+            };
+            grow_mem(mb, step);
+            chain(rest, &["sleep"])
         }
         "bg" => bg(r),
         other => die(&format!("unknown subcommand {other:?}")),
@@ -532,12 +547,44 @@ fn write_env(file: &str) {
     for (k, v) in vars {
         text.push_str(&format!("{k}={v}\n"));
     }
+    write_to(file, &text);
+}
+
+/// Writes text to FILE (path expanded), or to stdout for `-`.
+fn write_to(file: &str, text: &str) {
     if file == "-" {
         write_fd(1, text.as_bytes());
     } else {
         let p = expand(file);
         std::fs::write(&p, text).unwrap_or_else(|e| die(&format!("write {p}: {e}")));
     }
+}
+
+fn write_ids(file: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mut out = String::new();
+    for l in status.lines() {
+        if l.starts_with("Uid:") || l.starts_with("Gid:") || l.starts_with("Groups:") {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    write_to(file, &out);
+}
+
+/// Allocates `mb` MiB one at a time, writing every page so that it is resident, and keeps it.
+fn grow_mem(mb: usize, step_ms: u64) {
+    const MIB: usize = 1 << 20;
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(mb);
+    for i in 0..mb {
+        let mut chunk = vec![0u8; MIB];
+        for b in chunk.iter_mut().step_by(4096) {
+            *b = (i % 251) as u8 + 1;
+        }
+        kept.push(std::hint::black_box(chunk));
+        sleep_ms(step_ms);
+    }
+    std::mem::forget(kept);
 }
 
 fn bg(r: &[String]) -> i32 {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::pool;
 use super::work::Job;
 use super::{CHANNEL_BUFFERS, ROTATE_BYTES, ROTATE_KEEP};
 
@@ -58,6 +59,7 @@ pub(crate) fn spawn_file_writer() -> FileTx {
                         for path in job.data.paths.iter() {
                             files.write(path, &job.data.data);
                         }
+                        pool::put(job.into_data().data);
                     }
                     FileMsg::Reopen => files.reopen(),
                 }
@@ -104,20 +106,7 @@ impl FileSet {
         let entry = self
             .files
             .entry(path.clone())
-            .or_insert_with(|| match open(path) {
-                Ok((file, size, rotates)) => OpenFile::Open {
-                    file,
-                    size,
-                    rotates,
-                },
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot open log file {}: {e}; not writing it",
-                        path.display()
-                    );
-                    OpenFile::Failed
-                }
-            });
+            .or_insert_with(|| opened(path, open(path), "open"));
         let OpenFile::Open {
             file,
             size,
@@ -138,20 +127,11 @@ impl FileSet {
         // Rotation happens between chunks, so a file can pass the limit by at most one chunk,
         // and a line is never cut across two files.
         if *rotates && *size > self.rotate_bytes {
-            *entry = match rotate(path, self.keep).and_then(|()| open(path)) {
-                Ok((file, size, rotates)) => OpenFile::Open {
-                    file,
-                    size,
-                    rotates,
-                },
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot rotate log file {}: {e}; not writing it",
-                        path.display()
-                    );
-                    OpenFile::Failed
-                }
-            };
+            *entry = opened(
+                path,
+                rotate(path, self.keep).and_then(|()| open(path)),
+                "rotate",
+            );
         }
     }
 }
@@ -182,6 +162,25 @@ fn rotate(path: &Path, keep: usize) -> io::Result<()> {
         return std::fs::remove_file(path);
     }
     std::fs::rename(path, numbered(1))
+}
+
+/// The state of a file after an open (or a rotation, which reopens): a failure is reported once
+/// and the file is skipped from then on.
+fn opened(path: &Path, r: std::io::Result<(File, u64, bool)>, what: &str) -> OpenFile {
+    match r {
+        Ok((file, size, rotates)) => OpenFile::Open {
+            file,
+            size,
+            rotates,
+        },
+        Err(e) => {
+            tracing::warn!(
+                "cannot {what} log file {}: {e}; not writing it",
+                path.display()
+            );
+            OpenFile::Failed
+        }
+    }
 }
 
 #[cfg(test)]

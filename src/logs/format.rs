@@ -14,6 +14,9 @@ use super::split::Record;
 use super::{LogSource, Stream};
 use crate::config::LogFormat;
 
+/// Prefixes up to this long are copied as a fixed-size block.
+const PREFIX_BLOCK: usize = 32;
+
 /// The time of one read chunk, with its formatted forms computed on first use.
 pub(crate) struct Stamp {
     utc: DateTime<Utc>,
@@ -60,6 +63,9 @@ pub(crate) struct SourceFmt {
     pub instance: u32,
     /// `name | ` or `name:N | ` (prefixed format).
     prefix: Vec<u8>,
+    /// The prefix in a fixed-size block, when it fits: appending a constant-size array compiles
+    /// to two vector moves, where a slice costs a memcpy call per line (slow to start on musl).
+    prefix_block: Option<[u8; PREFIX_BLOCK]>,
     /// The app name as a JSON string, quotes included.
     app_json: Vec<u8>,
     date: Option<DateFormat>,
@@ -77,7 +83,13 @@ impl SourceFmt {
         prefix.extend_from_slice(b" | ");
         let mut app_json = Vec::new();
         push_json_str(&mut app_json, &src.app);
+        let prefix_block = (prefix.len() <= PREFIX_BLOCK).then(|| {
+            let mut block = [0; PREFIX_BLOCK];
+            block[..prefix.len()].copy_from_slice(&prefix);
+            block
+        });
         SourceFmt {
+            prefix_block,
             app: src.app.clone(),
             pm_id: src.pm_id,
             instance: src.instance,
@@ -88,7 +100,19 @@ impl SourceFmt {
         }
     }
 
+    /// The container-log output of a record is exactly its bytes (and newline): whole runs of
+    /// records can be copied at once.
+    pub fn console_verbatim(&self, format: LogFormat) -> bool {
+        format == LogFormat::Raw && self.date.is_none()
+    }
+
+    /// The same for the log files.
+    pub fn file_verbatim(&self) -> bool {
+        !self.file_json && self.date.is_none()
+    }
+
     /// Appends one record in the container-log format.
+    #[inline]
     pub fn console(
         &self,
         format: LogFormat,
@@ -100,9 +124,16 @@ impl SourceFmt {
         match format {
             LogFormat::Raw => self.raw(rec, st, out),
             LogFormat::Prefixed => {
-                out.extend_from_slice(&self.prefix);
+                match &self.prefix_block {
+                    Some(block) => {
+                        let len = out.len() + self.prefix.len();
+                        out.extend_from_slice(block);
+                        out.truncate(len);
+                    }
+                    None => out.extend_from_slice(&self.prefix),
+                }
                 self.date_prefix(rec, st, out);
-                out.extend_from_slice(rec.bytes);
+                push_blocks(out, rec.bytes);
                 out.push(b'\n');
             }
             LogFormat::Json => {
@@ -125,6 +156,7 @@ impl SourceFmt {
     }
 
     /// Appends one record in the log-file format (raw as the console, or pm2's `log_type: json`).
+    #[inline]
     pub fn file(&self, stream: Stream, rec: &Record<'_>, st: &mut Stamp, out: &mut Vec<u8>) {
         if !self.file_json {
             self.raw(rec, st, out);
@@ -154,6 +186,7 @@ impl SourceFmt {
     }
 
     /// The app's own bytes, with the date before each line start when `log_date_format` is set.
+    #[inline]
     fn raw(&self, rec: &Record<'_>, st: &mut Stamp, out: &mut Vec<u8>) {
         self.date_prefix(rec, st, out);
         out.extend_from_slice(rec.bytes);
@@ -163,10 +196,36 @@ impl SourceFmt {
     }
 
     /// `<date>: ` at the start of a line (never before a continuation piece), as pm2.
+    #[inline]
     fn date_prefix(&self, rec: &Record<'_>, st: &mut Stamp, out: &mut Vec<u8>) {
         if let (Some(fmt), false) = (&self.date, rec.continued) {
             out.extend_from_slice(st.date(fmt).as_bytes());
             out.extend_from_slice(b": ");
+        }
+    }
+}
+
+/// Appends `bytes` in fixed-size blocks the compiler inlines (see `prefix_block`); the last
+/// block overlaps the one before, so every length ≥ one block takes whole blocks only.
+#[inline]
+fn push_blocks(out: &mut Vec<u8>, bytes: &[u8]) {
+    const B: usize = 32;
+    if bytes.len() < B || bytes.len() > 1024 {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let end = out.len() + bytes.len();
+    out.reserve(bytes.len() + B);
+    let mut blocks = bytes.chunks_exact(B);
+    for block in &mut blocks {
+        if let Ok(block) = <&[u8; B]>::try_from(block) {
+            out.extend_from_slice(block);
+        }
+    }
+    if !blocks.remainder().is_empty() {
+        out.truncate(end - B);
+        if let Ok(last) = <&[u8; B]>::try_from(&bytes[bytes.len() - B..]) {
+            out.extend_from_slice(last);
         }
     }
 }
@@ -243,6 +302,17 @@ mod tests {
         let mut out = Vec::new();
         f.console(format, stream, &r, &mut stamp(), &mut out);
         String::from_utf8(out).expect("utf-8 output")
+    }
+
+    #[test]
+    fn push_blocks_copies_every_length() {
+        let src: Vec<u8> = (0..1100u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..src.len() {
+            let mut out = b"head".to_vec();
+            push_blocks(&mut out, &src[..len]);
+            assert_eq!(&out[..4], b"head");
+            assert_eq!(&out[4..], &src[..len], "length {len}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! (`reader`); bytes are cut into lines (`split`), formatted once per read chunk (`format`), and
 //! handed over bounded channels to writer threads: one per output stream (`sink`) and one for log
 //! files (`files`). The last lines are kept per instance (`ring`) and broadcast to `pmi logs
-//! --follow` subscribers.
+//! --follow` subscribers. Buffers are recycled (`pool`); `work` counts what `drain` waits for;
+//! `own` formats pmi's own messages.
 //!
 //! Invariants:
 //! - no byte is lost or reordered within a stream; an app's stdout goes to pmi's stdout and its
@@ -28,6 +29,7 @@ mod datefmt;
 mod files;
 mod format;
 mod own;
+mod pool;
 mod reader;
 mod ring;
 mod sink;
@@ -58,8 +60,12 @@ pub use sink::FdSink;
 pub const SPLIT_BYTES: usize = 64 * 1024;
 /// An unfinished line is written after the app has been silent this long.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(100);
-/// One read from a pipe.
-pub const READ_BYTES: usize = 64 * 1024;
+/// At most this much is read from a pipe at once (one buffer shared by all pipes).
+pub const READ_BYTES: usize = 256 * 1024;
+/// App pipes are enlarged to this size (from Linux's 64 KiB), so a busy app and pmi wake each
+/// other a quarter as often. Kept moderate: pipe sizes count against a per-user limit
+/// (`/proc/sys/fs/pipe-user-pages-soft`) that the apps' own pipes share.
+pub const PIPE_BYTES: usize = 256 * 1024;
 /// A log file is renamed to `.1` when it grows past this size…
 pub const ROTATE_BYTES: u64 = 10 * 1024 * 1024;
 /// …and this many old files (`.1` … `.3`) are kept.
@@ -70,11 +76,11 @@ pub const RING_LINES: usize = 1000;
 pub const RING_BYTES: usize = 128 * 1024;
 /// Buffers queued per writer thread before readers wait (back-pressure). With messages of
 /// about [`OUT_BUFFER_BYTES`], a writer's queue holds a few MiB at worst.
-const CHANNEL_BUFFERS: usize = 16;
+const CHANNEL_BUFFERS: usize = 8;
 /// A chunk's formatted output is cut into channel messages of about this size.
-const OUT_BUFFER_BYTES: usize = 128 * 1024;
+const OUT_BUFFER_BYTES: usize = 256 * 1024;
 /// A writer thread gathers queued buffers into one write up to this size.
-const BATCH_BYTES: usize = 256 * 1024;
+const BATCH_BYTES: usize = 512 * 1024;
 /// pmi's own messages queued for a slow stderr before they are dropped (and counted).
 const OWN_QUEUE_BYTES: usize = 256 * 1024;
 /// Lines a `pmi logs --follow` subscriber may lag behind before it loses some.

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -16,11 +17,14 @@ use tokio::net::unix::pipe;
 
 use super::files::{FileJob, FileMsg, FileTx};
 use super::format::{SourceFmt, Stamp};
-use super::ring::{InstanceRing, RingChunk};
+use super::pool;
+use super::ring::{InstanceRing, RingDraft, Span};
 use super::sink::{ConsoleMsg, ConsoleTx};
 use super::split::{Record, Splitter};
 use super::work::{Job, WorkToken};
-use super::{LogLine, Shared, Stream, IDLE_FLUSH, OUT_BUFFER_BYTES, READ_BYTES, SPLIT_BYTES};
+use super::{
+    LogLine, Shared, Stream, IDLE_FLUSH, OUT_BUFFER_BYTES, PIPE_BYTES, READ_BYTES, SPLIT_BYTES,
+};
 
 thread_local! {
     /// One read buffer for all pipes of the runtime thread: it is only borrowed between a read and
@@ -56,6 +60,7 @@ enum Step {
 impl Pipe {
     /// Reads `fd` to its end. `token` keeps `drain` waiting until the last bytes are handed over.
     pub async fn run(self, fd: OwnedFd, token: WorkToken) {
+        enlarge_pipe(&fd);
         // `unchecked` so that a socketpair or a pty works as well as a pipe; the one thing it
         // needs, O_NONBLOCK, is set here.
         let rx = match set_nonblocking(&fd)
@@ -72,13 +77,15 @@ impl Pipe {
             }
         };
         let mut splitter = Splitter::new(SPLIT_BYTES);
+        // Scratch for the ring's line positions, kept between chunks.
+        let mut spans: Vec<Span> = Vec::new();
         loop {
             let ready = if splitter.has_pending() {
                 // An unfinished line waits at most the idle delay for its end.
                 match tokio::time::timeout(IDLE_FLUSH, rx.readable()).await {
                     Ok(ready) => ready,
                     Err(_) => {
-                        let mut em = self.emitter(0);
+                        let mut em = self.emitter(&[], &mut spans);
                         splitter.flush(|r| em.record(&r));
                         self.send(em.finish()).await;
                         continue;
@@ -96,8 +103,9 @@ impl Pipe {
                 match rx.try_read(buf) {
                     Ok(0) => Step::Eof,
                     Ok(n) => {
-                        let mut em = self.emitter(n);
-                        splitter.feed(&buf[..n], |r| em.record(&r));
+                        let data = &buf[..n];
+                        let mut em = self.emitter(data, &mut spans);
+                        splitter.feed(data, |r| em.record(&r));
                         Step::Data(em.finish())
                     }
                     Err(e)
@@ -122,24 +130,25 @@ impl Pipe {
                 }
             }
         }
-        let mut em = self.emitter(0);
+        let mut em = self.emitter(&[], &mut spans);
         splitter.finish(|r| em.record(&r));
         self.send(em.finish()).await;
         drop(token);
     }
 
-    fn emitter(&self, size_hint: usize) -> Emitter<'_> {
-        let stamp = Stamp::now();
-        let seq = self
-            .hub
-            .seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    /// Formats the records cut from `data` (empty for a flush).
+    fn emitter<'a>(&'a self, data: &'a [u8], spans: &'a mut Vec<Span>) -> Emitter<'a> {
+        let size_hint = data.len();
         Emitter {
-            ring: RingChunk::new(seq, stamp.ms(), size_hint),
-            stamp,
+            data,
+            run: (0, 0),
+            console_verbatim: self.src.console_verbatim(self.hub.format),
+            file_verbatim: self.files.is_some() && self.src.file_verbatim(),
+            ring: RingDraft::new(data, spans),
+            stamp: Stamp::now(),
             console: Vec::new(),
-            cur: Vec::with_capacity(size_hint + size_hint / 4),
-            file: self.files.as_ref().map(|_| Vec::with_capacity(size_hint)),
+            cur: pool::get(size_hint + size_hint / 4),
+            file: self.files.as_ref().map(|_| pool::get(size_hint)),
             subscribed: self.hub.lines.receiver_count() > 0,
             pipe: self,
         }
@@ -153,7 +162,9 @@ impl Pipe {
             let _ = self.console.send(ConsoleMsg::Data(job)).await;
         }
         if let (Some(data), Some((tx, paths))) = (out.file, &self.files) {
-            if !data.is_empty() {
+            if data.is_empty() {
+                pool::put(data);
+            } else {
                 let paths = paths.clone();
                 let job = Job::new(FileJob { paths, data }, self.hub.work.token());
                 let _ = tx.send(FileMsg::Write(job)).await;
@@ -165,28 +176,57 @@ impl Pipe {
 /// Formats the records of one chunk for every destination.
 struct Emitter<'a> {
     pipe: &'a Pipe,
+    /// The read chunk the records mostly lie in.
+    data: &'a [u8],
+    /// Records whose verbatim output is one contiguous range of `data`, not yet copied.
+    run: (usize, usize),
+    console_verbatim: bool,
+    file_verbatim: bool,
     stamp: Stamp,
     console: Vec<Vec<u8>>,
     cur: Vec<u8>,
     file: Option<Vec<u8>>,
-    ring: RingChunk,
+    ring: RingDraft<'a>,
     subscribed: bool,
 }
 
 impl Emitter<'_> {
+    #[inline]
     fn record(&mut self, r: &Record<'_>) {
         let p = self.pipe;
         // Formats that expand (json of many tiny lines) are cut into several channel messages,
-        // so a message stays near OUT_BUFFER_BYTES whatever the input.
+        // so a message stays near OUT_BUFFER_BYTES whatever the input. Records not yet copied
+        // from the run come after `cur`, so cutting here keeps the order.
         if self.cur.len() >= OUT_BUFFER_BYTES {
-            self.console.push(std::mem::take(&mut self.cur));
+            let full = std::mem::replace(&mut self.cur, pool::get(OUT_BUFFER_BYTES));
+            self.console.push(full);
         }
-        p.src
-            .console(p.hub.format, p.stream, r, &mut self.stamp, &mut self.cur);
+        let in_data = self.ring.push(r.bytes);
+        // Verbatim outputs (raw without date) copy runs of consecutive records in one go instead
+        // of line by line: the raw pass-through then costs one copy per chunk.
+        let covered = match in_data {
+            Some((start, end)) if self.console_verbatim || self.file_verbatim => {
+                if self.run.1 != start {
+                    self.flush_run();
+                    self.run = (start, start);
+                }
+                self.run.1 = end + usize::from(r.newline);
+                true
+            }
+            _ => {
+                self.flush_run();
+                false
+            }
+        };
+        if !(covered && self.console_verbatim) {
+            p.src
+                .console(p.hub.format, p.stream, r, &mut self.stamp, &mut self.cur);
+        }
         if let Some(file) = &mut self.file {
-            p.src.file(p.stream, r, &mut self.stamp, file);
+            if !(covered && self.file_verbatim) {
+                p.src.file(p.stream, r, &mut self.stamp, file);
+            }
         }
-        self.ring.push(r.bytes);
         if self.subscribed {
             // No subscriber: no allocation. A lagging one loses lines, never blocks this.
             let _ = p.hub.lines.send(LogLine {
@@ -200,18 +240,46 @@ impl Emitter<'_> {
         }
     }
 
-    fn finish(mut self) -> Output {
-        if !self.ring.is_empty() {
-            let mut ring = self.pipe.ring.lock().unwrap_or_else(|e| e.into_inner());
-            ring.stream_mut(self.pipe.stream).push(self.ring);
+    /// Copies the pending run into the verbatim outputs.
+    fn flush_run(&mut self) {
+        let (start, end) = self.run;
+        if start == end {
+            return;
         }
-        if !self.cur.is_empty() {
+        let bytes = &self.data[start..end];
+        if self.console_verbatim {
+            self.cur.extend_from_slice(bytes);
+        }
+        if let (true, Some(file)) = (self.file_verbatim, &mut self.file) {
+            file.extend_from_slice(bytes);
+        }
+        self.run = (end, end);
+    }
+
+    fn finish(mut self) -> Output {
+        self.flush_run();
+        let seq = self.pipe.hub.seq.fetch_add(1, Ordering::Relaxed);
+        if let Some(chunk) = self.ring.finish(seq, self.stamp.ms()) {
+            let mut ring = self.pipe.ring.lock().unwrap_or_else(|e| e.into_inner());
+            ring.stream_mut(self.pipe.stream).push(chunk);
+        }
+        if self.cur.is_empty() {
+            pool::put(self.cur);
+        } else {
             self.console.push(self.cur);
         }
         Output {
             console: self.console,
             file: self.file,
         }
+    }
+}
+
+/// Best effort: not a pipe, or over the user's pipe limit, just keeps the size it has.
+fn enlarge_pipe(fd: &OwnedFd) {
+    let want = i32::try_from(PIPE_BYTES).unwrap_or(i32::MAX);
+    if fcntl(fd, FcntlArg::F_GETPIPE_SZ).is_ok_and(|size| size < want) {
+        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(want));
     }
 }
 

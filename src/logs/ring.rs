@@ -1,14 +1,90 @@
 //! The last lines of each instance, kept for `pmi logs`.
 //!
 //! Lines are stored per read chunk (one text buffer and one offsets array per chunk), not one
-//! allocation per line, so keeping them costs a copy and no per-line allocation on the hot path.
+//! allocation per line. While a chunk is cut, a [`RingDraft`] only notes where its lines are; at
+//! the end it copies the ones worth keeping (the last `RING_LINES` within `RING_BYTES`), so a
+//! fast app costs one small copy per chunk rather than a copy of everything it writes.
 //! Invariant: a stream's ring offers exactly the last `RING_LINES` lines (fewer when they do not
 //! fit in `RING_BYTES`), and never holds more than `RING_BYTES` plus its newest chunk.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{LogLine, Stream, RING_BYTES, RING_LINES};
+use super::{pool, LogLine, Stream, RING_BYTES, RING_LINES};
+
+/// Where a line of the chunk being cut lies: in the read buffer, or copied into the draft (a line
+/// joined with bytes of an earlier read).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Span {
+    Data(u32, u32),
+    Extra(u32, u32),
+}
+
+/// The lines of a chunk being cut, noted by position.
+pub(crate) struct RingDraft<'a> {
+    data: &'a [u8],
+    spans: &'a mut Vec<Span>,
+    extra: Vec<u8>,
+}
+
+impl<'a> RingDraft<'a> {
+    /// `data` is the read buffer the chunk's lines mostly borrow from; `spans` a scratch vector.
+    pub fn new(data: &'a [u8], spans: &'a mut Vec<Span>) -> RingDraft<'a> {
+        spans.clear();
+        RingDraft {
+            data,
+            spans,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Notes a line; returns its range in the read buffer when it lies there.
+    #[inline]
+    pub fn push(&mut self, line: &[u8]) -> Option<(usize, usize)> {
+        let base = self.data.as_ptr() as usize;
+        let at = line.as_ptr() as usize;
+        // Offsets fit u32: a read is far below 4 GiB.
+        if at >= base && at + line.len() <= base + self.data.len() {
+            let (start, end) = (at - base, at - base + line.len());
+            self.spans.push(Span::Data(start as u32, end as u32));
+            Some((start, end))
+        } else {
+            let start = self.extra.len() as u32;
+            self.extra.extend_from_slice(line);
+            self.spans.push(Span::Extra(start, self.extra.len() as u32));
+            None
+        }
+    }
+
+    fn line(&self, span: Span) -> &[u8] {
+        match span {
+            Span::Data(a, b) => &self.data[a as usize..b as usize],
+            Span::Extra(a, b) => &self.extra[a as usize..b as usize],
+        }
+    }
+
+    /// The last lines worth keeping, copied into a chunk; `None` when there were no lines.
+    pub fn finish(self, seq: u64, ts_ms: u64) -> Option<RingChunk> {
+        let (mut first, mut bytes) = (self.spans.len(), 0);
+        while first > 0 {
+            let len = self.line(self.spans[first - 1]).len();
+            let lines = self.spans.len() - first;
+            if lines == RING_LINES || (lines > 0 && bytes + len > RING_BYTES) {
+                break;
+            }
+            bytes += len;
+            first -= 1;
+        }
+        if first == self.spans.len() {
+            return None;
+        }
+        let mut chunk = RingChunk::new(seq, ts_ms, bytes);
+        for &span in &self.spans[first..] {
+            chunk.push(self.line(span));
+        }
+        Some(chunk)
+    }
+}
 
 /// The lines of one read chunk, in order.
 #[derive(Debug, Default)]
@@ -28,7 +104,7 @@ impl RingChunk {
         RingChunk {
             seq,
             ts_ms,
-            text: Vec::with_capacity(capacity),
+            text: pool::get(capacity),
             ends: Vec::new(),
             first: 0,
         }
@@ -39,10 +115,6 @@ impl RingChunk {
         // A chunk holds at most a read plus a pending line, far below 4 GiB.
         self.ends
             .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
     }
 
     fn live(&self) -> usize {
@@ -80,7 +152,9 @@ impl StreamRing {
             }
             self.lines -= front.live();
             self.bytes -= front.text.len();
-            self.chunks.pop_front();
+            if let Some(old) = self.chunks.pop_front() {
+                pool::put(old.text);
+            }
         }
         // Then hide the surplus at the front of the oldest chunk, for an exact line count.
         if let Some(front) = self.chunks.front_mut() {
@@ -215,6 +289,37 @@ mod tests {
         assert_eq!(r.lines, RING_LINES);
         assert_eq!(r.last(5000).len(), RING_LINES);
         assert!(r.bytes <= RING_BYTES + 70);
+    }
+
+    #[test]
+    fn draft_keeps_only_the_tail_and_joined_lines() {
+        let data = b"aa\nbb\ncc\n".to_vec();
+        let mut spans = Vec::new();
+        let mut d = RingDraft::new(&data, &mut spans);
+        d.push(b"joined");
+        d.push(&data[0..2]);
+        d.push(&data[3..5]);
+        d.push(&data[6..8]);
+        let c = d.finish(5, 50).expect("lines");
+        assert_eq!((c.seq, c.ts_ms, c.ends.len()), (5, 50, 4));
+        assert_eq!(c.line(0), b"joined");
+        assert_eq!(c.line(3), b"cc");
+        assert!(RingDraft::new(&data, &mut spans).finish(0, 0).is_none());
+        // Many lines: only the last RING_LINES are copied.
+        let many = b"x\n".repeat(RING_LINES + 500);
+        let mut d = RingDraft::new(&many, &mut spans);
+        for i in 0..RING_LINES + 500 {
+            d.push(&many[2 * i..2 * i + 1]);
+        }
+        let c = d.finish(0, 0).expect("lines");
+        assert_eq!((c.ends.len(), c.text.len()), (RING_LINES, RING_LINES));
+        // Long lines: only what fits in RING_BYTES (at least one line).
+        let long = vec![b'y'; RING_BYTES / 3 + 1];
+        let mut d = RingDraft::new(&[], &mut spans);
+        for _ in 0..5 {
+            d.push(&long);
+        }
+        assert_eq!(d.finish(0, 0).expect("lines").ends.len(), 2);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 
+use super::pool;
 use super::work::Job;
 use super::{BATCH_BYTES, CHANNEL_BUFFERS, OWN_QUEUE_BYTES};
 
@@ -117,8 +118,10 @@ fn console_thread(
                 );
             }
         }
-        // Dropping the jobs tells `drain` their bytes are out (written or discarded).
-        held.clear();
+        // Ending the jobs tells `drain` their bytes are out (written or discarded).
+        for job in held.drain(..) {
+            pool::put(job.into_data());
+        }
         if dropped > 0 {
             tracing::warn!("{dropped} of pmi's own messages dropped: stderr was too slow");
         }

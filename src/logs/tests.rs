@@ -573,3 +573,40 @@ fn attach_outside_a_runtime_does_not_panic() {
     let ((or, _ow), (er, _ew)) = (pipe(), pipe());
     hub.attach(source("x", 0, 0, 1), or, er);
 }
+
+#[test]
+fn verbatim_file_and_formatted_console_agree_across_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("out.log");
+    let mut src = source("x", 0, 0, 1);
+    src.files.out_file = Some(path.clone());
+    src.files.merge_logs = true;
+    let (out, _) = run_one(
+        LogFormat::Prefixed,
+        src,
+        chunks(&["ab", "c\nd", "e\nf\n", "g"]),
+        vec![],
+        Duration::from_millis(20),
+    );
+    assert_eq!(out, "x | abc\nx | de\nx | f\nx | g\n");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read"),
+        "abc\nde\nf\ng"
+    );
+}
+
+#[test]
+fn app_pipes_are_enlarged() {
+    let hub = LogHub::with_sinks(LogFormat::Raw, Box::new(io::sink()), Box::new(io::sink()));
+    let ((or, ow), (er, ew)) = (pipe(), pipe());
+    runtime().block_on(async {
+        hub.attach(source("big", 0, 0, 1), or, er);
+        tokio::task::yield_now().await;
+    });
+    let size = nix::fcntl::fcntl(&ow, nix::fcntl::FcntlArg::F_GETPIPE_SZ).expect("size");
+    // Unprivileged users may be over their pipe-size limit; root never is.
+    if nix::unistd::geteuid().is_root() {
+        assert!(size >= PIPE_BYTES as i32, "{size}");
+    }
+    drop((ow, ew));
+}

@@ -72,4 +72,9 @@ impl<T> Job<T> {
             _token: token,
         }
     }
+
+    /// The value; the work unit ends here.
+    pub fn into_data(self) -> T {
+        self.data
+    }
 }

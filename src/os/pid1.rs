@@ -29,12 +29,44 @@ pub fn setup(close_inherited: bool) -> Pid1 {
     if close_inherited {
         mark_inherited_cloexec();
     }
+    raise_nofile();
     crate::os::signals::prepare_process();
     let _ = std::env::set_current_dir("/");
     Pid1 {
         is_pid1,
         reaps_orphans,
         start_dir,
+    }
+}
+
+/// The soft RLIMIT_NOFILE pmi started with; children get it back (see `spawn`), so that a
+/// program using select() is not handed a limit above FD_SETSIZE.
+static ORIGINAL_NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// pmi holds two pipes per instance: raise its soft fd limit to the hard one.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit with a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            ORIGINAL_NOFILE.store(lim.rlim_cur, std::sync::atomic::Ordering::Relaxed);
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+}
+
+/// The soft fd limit to give children, when pmi raised its own.
+pub fn original_nofile() -> Option<u64> {
+    match ORIGINAL_NOFILE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        n => Some(n),
     }
 }
 

@@ -14,7 +14,7 @@ pub struct Stat {
 
 /// Parses one /proc/PID/stat line (the command name may hold spaces and parentheses).
 pub fn parse_stat(line: &str) -> Option<Stat> {
-    let rest = &line[line.rfind(')')? + 2..];
+    let rest = line.get(line.rfind(')')? + 2..)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) ... rss(21).
     Some(Stat {
@@ -105,6 +105,7 @@ mod tests {
         assert_eq!(s.cpu_ticks, 10);
         assert_eq!(s.rss_pages, 250);
         assert!(parse_stat("garbage").is_none());
+        assert!(parse_stat("1 (x)").is_none());
     }
 
     #[test]

@@ -84,10 +84,11 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let gid = req.gid;
     // Copied into the closure: the child may not allocate.
     let groups: Vec<libc::gid_t> = req.groups.to_vec();
+    let nofile = super::pid1::original_nofile();
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
     // (setpgid, tcsetpgrp, sigaction, sigprocmask, setgroups, setgid, setuid); it allocates nothing.
     unsafe {
-        cmd.pre_exec(move || child_setup(foreground, uid, gid, &groups));
+        cmd.pre_exec(move || child_setup(foreground, uid, gid, &groups, nofile));
     }
     let mut child = cmd.spawn().map_err(|e| exec_error(&program_name, &e))?;
     let pid = child.id() as i32;
@@ -134,6 +135,7 @@ fn child_setup(
     uid: Option<u32>,
     gid: Option<u32>,
     groups: &[libc::gid_t],
+    nofile: Option<u64>,
 ) -> io::Result<()> {
     // SAFETY: every call below is an async-signal-safe libc function on plain values.
     unsafe {
@@ -183,6 +185,16 @@ fn child_setup(
             }
             if libc::setuid(u) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+        }
+        if let Some(n) = nofile {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur = n;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();

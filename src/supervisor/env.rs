@@ -30,8 +30,20 @@ pub fn instance_env(
     let mut set = |k: &str, v: String| {
         env.insert(OsString::from(k), OsString::from(v));
     };
-    for (k, v) in &app.env {
-        set(k, v.clone());
+    // pm2 copies `port` into the app's env first, so `increment_var: PORT` counts up from it.
+    let mut own = app.env.clone();
+    if let Some(port) = app.port {
+        own.insert("PORT".to_string(), port.to_string());
+    }
+    if let Some(var) = &app.increment_var {
+        let start: i64 = own
+            .get(var)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        own.insert(var.clone(), (start + inj.index as i64).to_string());
+    }
+    for (k, v) in own {
+        set(&k, v);
     }
     set("name", app.name.clone());
     set("namespace", app.namespace.clone());
@@ -44,17 +56,6 @@ pub fn instance_env(
     };
     set("exec_mode", mode.to_string());
     set("restart_time", inj.restarts.to_string());
-    if let Some(var) = &app.increment_var {
-        let start: i64 = app
-            .env
-            .get(var)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        set(var, (start + inj.index as i64).to_string());
-    }
-    if let Some(port) = app.port {
-        set("PORT", port.to_string());
-    }
     let python = app
         .interpreter
         .as_deref()

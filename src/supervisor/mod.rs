@@ -153,6 +153,21 @@ fn merge_settings(
     Ok(s)
 }
 
+/// An instance's pid file: as written for a single-instance app, with pm2's `-<pm_id>` before the
+/// extension when the app has several instances (they would overwrite one file otherwise).
+fn pid_file(spec: &config::AppSpec, id: InstId) -> Option<PathBuf> {
+    let pf = spec.pid_file.as_ref()?;
+    if spec.instances <= 1 {
+        return Some(pf.clone());
+    }
+    let stem = pf.file_stem()?.to_string_lossy();
+    let name = match pf.extension() {
+        Some(ext) => format!("{stem}-{id}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{id}"),
+    };
+    Some(pf.with_file_name(name))
+}
+
 /// Last resort after a bug: TERM everything, give it a moment, KILL, reap.
 fn emergency_stop(is_pid1: bool) {
     let send = |sig| {
@@ -258,6 +273,15 @@ impl Supervisor {
             );
         }
         let (handle, triggers) = self.handle();
+        if let Some(addr) = &self.settings.http {
+            match crate::http::bind(addr).await {
+                Ok(l) => drop(tokio::spawn(crate::http::serve(l, handle.clone()))),
+                Err(e) => {
+                    err_line(&format!("pmi: {e}; nothing was started"));
+                    return exit::USAGE;
+                }
+            }
+        }
         let (sock, group) = (
             self.settings.socket.as_deref(),
             self.settings.socket_group.as_deref(),
@@ -304,7 +328,13 @@ impl Supervisor {
             let actions = tokio::select! {
                 s = sigs.next() => match s {
                     Some(libc::SIGCHLD) => self.reap(),
-                    Some(sig) => self.state.on_signal(sig, Now::read()),
+                    Some(sig) => {
+                        if sig == libc::SIGUSR2 {
+                            // As pm2's daemon: reopen log files (after an external rotation).
+                            self.logs.reopen_files();
+                        }
+                        self.state.on_signal(sig, Now::read())
+                    }
                     None => Vec::new(),
                 },
                 Some(msg) = self.inbox_rx.recv() => self.control(msg),
@@ -363,6 +393,12 @@ impl Supervisor {
     fn reap(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         for (pid, status) in reap_all().exits {
+            if let Some(id) = self.state.by_pid(pid) {
+                // pm2 removes the pid file when the process exits.
+                if let Some(pf) = self.state.spec_of(id).and_then(|s| pid_file(s, id)) {
+                    let _ = std::fs::remove_file(pf);
+                }
+            }
             out.extend(self.state.on_exit(pid, status, Now::read()));
         }
         out
@@ -408,6 +444,7 @@ impl Supervisor {
                     Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
                     Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
                     Action::Finish { code } => finish = Some(code),
+                    Action::Removed(id) => self.logs.forget(id),
                 }
             }
             // A stop completes when the stopped leader's whole group is gone. Its members are
@@ -460,8 +497,8 @@ impl Supervisor {
                     };
                     self.logs.attach(src, out, err);
                 }
-                if let Some(pf) = &spec.pid_file {
-                    if let Err(e) = std::fs::write(pf, format!("{}\n", child.pid)) {
+                if let Some(pf) = pid_file(&spec, id) {
+                    if let Err(e) = std::fs::write(&pf, format!("{}\n", child.pid)) {
                         tracing::warn!(
                             "{}: cannot write pid_file {}: {e}",
                             spec.name,

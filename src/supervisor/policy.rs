@@ -37,6 +37,8 @@ pub enum Action {
     Finish { code: i32 },
     /// A message for pmi's log.
     Note(Level, String),
+    /// An instance is gone for good (scale-down): drop what is kept for it.
+    Removed(InstId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +252,7 @@ impl State {
             Then::Stop | Then::Restart => inst.phase = Phase::Stopped,
             Then::Remove => {
                 self.instances.remove(pos);
+                out.push(Action::Removed(id));
             }
         }
         self.after_event(now, &mut out);
@@ -540,7 +543,10 @@ impl State {
                     Some(
                         Phase::Running { .. } | Phase::Stopping { .. } | Phase::Draining { .. },
                     ) => self.begin_stop(id, Then::Remove, now, &mut out),
-                    _ => self.instances.retain(|i| i.id != id),
+                    _ => {
+                        self.instances.retain(|i| i.id != id);
+                        out.push(Action::Removed(id));
+                    }
                 }
             }
         }
@@ -674,6 +680,13 @@ mod tests {
             shutdown_with_message: false,
             depends_on: vec![],
         }
+    }
+
+    fn every_second() -> Option<CronSpec> {
+        Some(CronSpec {
+            source: "* * * * * *".into(),
+            schedule: "* * * * * *".parse().unwrap(),
+        })
     }
 
     /// A clock the test moves by hand.
@@ -945,10 +958,7 @@ mod tests {
         );
         let mut cronjob = app("cron");
         cronjob.restart.autorestart = false;
-        cronjob.cron_restart = Some(CronSpec {
-            source: "* * * * * *".into(),
-            schedule: "* * * * * *".parse().unwrap(),
-        });
+        cronjob.cron_restart = every_second();
         let (mut st, mut pid) = started(vec![cronjob], c.0);
         let acts = st.on_start(c.0);
         run(&mut st, acts, c.0, &mut pid);
@@ -965,10 +975,7 @@ mod tests {
     fn cron_restarts_a_running_app_gracefully() {
         let mut c = Clock::new();
         let mut a = app("a");
-        a.cron_restart = Some(CronSpec {
-            source: "* * * * * *".into(),
-            schedule: "* * * * * *".parse().unwrap(),
-        });
+        a.cron_restart = every_second();
         let (mut st, _) = started(vec![a], c.0);
         let p = pid_of(&st, 0);
         let acts = st.on_tick(c.advance(1000));

@@ -12,6 +12,7 @@
 //! `pmi-testkit`), `PMI_TEST_TIMEOUT_SCALE` (multiplies every deadline; default 1).
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read};
@@ -256,6 +257,22 @@ impl Sandbox {
         self.read(name).lines().map(str::to_string).collect()
     }
 
+    /// `KEY=VALUE` lines of a file written by `pmi-testkit env`, empty when it does not exist.
+    pub fn env_map(&self, name: &str) -> BTreeMap<String, String> {
+        self.lines(name)
+            .iter()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Creates `dir/name` and its parents; returns its path.
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        fs::create_dir_all(&p).expect("create sandbox dir");
+        p
+    }
+
     /// Parses a `record-start` file into milliseconds since the epoch.
     pub fn start_times(&self, name: &str) -> Vec<u64> {
         self.lines(name)
@@ -314,13 +331,7 @@ impl Sandbox {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut pmi = self.plain(args).start();
-        let code = pmi.wait_exit(wait_time());
-        Ran {
-            code,
-            stdout: pmi.stdout(),
-            stderr: pmi.stderr(),
-        }
+        self.plain(args).run()
     }
 }
 
@@ -417,6 +428,7 @@ pub struct Launch {
     ignore: Vec<i32>,
     pass_fd: Option<i32>,
     stdout_closed: bool,
+    cpus: Option<Vec<usize>>,
     watchdog: Duration,
 }
 
@@ -436,6 +448,7 @@ impl Launch {
             ignore: Vec::new(),
             pass_fd: None,
             stdout_closed: false,
+            cpus: None,
             watchdog: secs(60.0),
         }
     }
@@ -474,6 +487,23 @@ impl Launch {
     pub fn program(mut self, p: &str) -> Launch {
         self.program = fs::canonicalize(p).unwrap_or_else(|_| p.into());
         self
+    }
+
+    /// Restricts pmi (and so its apps) to these CPUs, as `taskset -c` does.
+    pub fn cpus(mut self, cpus: &[usize]) -> Launch {
+        self.cpus = Some(cpus.to_vec());
+        self
+    }
+
+    /// Runs pmi to completion and returns its exit code and output.
+    pub fn run(self) -> Ran {
+        let mut pmi = self.start();
+        let code = pmi.wait_exit(wait_time());
+        Ran {
+            code,
+            stdout: pmi.stdout(),
+            stderr: pmi.stderr(),
+        }
     }
 
     /// Overrides the per-run watchdog (scaled).
@@ -531,10 +561,26 @@ impl Launch {
         let extra_raw = extra.as_ref().map(|(f, n)| (f.as_raw_fd(), *n));
         let block = self.block.clone();
         let ignore = self.ignore.clone();
-        // SAFETY: only async-signal-safe calls (sigprocmask, signal, dup2, close_range) run between
-        // fork and exec.
+        let affinity = self.cpus.as_ref().map(|cpus| {
+            // SAFETY: cpu_set_t is plain data, filled by the CPU_* helpers.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                for c in cpus {
+                    libc::CPU_SET(*c, &mut set);
+                }
+                set
+            }
+        });
+        // SAFETY: only async-signal-safe calls (sigprocmask, signal, dup2, close_range,
+        // sched_setaffinity) run between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(set) = &affinity {
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 // Whatever the test process inherited (e.g. a jobserver) must not leak into pmi.
                 match extra_raw {
                     Some((src, n)) => {
@@ -756,6 +802,26 @@ impl Pmi {
                     self.context()
                 );
             }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Polls `cond` for `dur` and fails, with pmi's output, as soon as it does not hold (the
+    /// negative checks: "no restart happens"). pmi must keep running meanwhile.
+    pub fn assert_holds(&mut self, what: &str, dur: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        loop {
+            if !cond() {
+                panic!(
+                    "no longer holds after {:?}: {what}{}",
+                    start.elapsed(),
+                    self.context()
+                );
+            }
+            if start.elapsed() > dur {
+                return;
+            }
+            self.assert_running(&format!("while checking: {what}"));
             std::thread::sleep(Duration::from_millis(10));
         }
     }

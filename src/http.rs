@@ -1,0 +1,496 @@
+//! The optional HTTP endpoint: `/livez` (`/healthz`), `/readyz`, `/metrics`, `/status`.
+//!
+//! Role: a read-only window on the supervisor for Kubernetes `httpGet` probes, Prometheus and
+//! humans. It is off unless `--http ADDR` (`PMI_HTTP`, `pmi: {http: …}`) is set.
+//!
+//! Invariants:
+//! - Every answer is computed from the latest `Snapshot` on the watch channel (plus a /proc scan
+//!   for `/metrics` and `/status`, done on the blocking pool). Nothing here sends to the
+//!   supervisor's inbox or waits on it, so no client can slow the supervisor or change it.
+//! - The probes and `/status` share their rules and schema with the control socket
+//!   (`control::view::health`, `control::view::status_report`): `/livez` = `pmi health`,
+//!   `/readyz` = `pmi health --ready`, `/status` = `pmi status --json`.
+//! - Every connection is bounded: at most `MAX_CONNECTIONS` at once (the excess is answered 503
+//!   and closed), headers must arrive within `HEADER_TIMEOUT` and fit in `MAX_HEADER_BYTES`, a
+//!   whole connection lives at most `CONNECTION_DEADLINE`, and request bodies are never read (a
+//!   request with a body has its connection closed after the answer), so memory stays bounded.
+//! - The server runs on the supervisor's own single-threaded runtime: if the supervisor loop ever
+//!   stalled, the probes would stall with it and fail. That is what "the supervisor answers"
+//!   means for `/livez`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::control::sample::Sampler;
+use crate::control::view;
+use crate::os::proc::{self, GroupUsage};
+use crate::status::{InstanceStatus, Snapshot, Status};
+use crate::supervisor::Handle;
+
+/// Connections served at once; more are answered 503 and closed at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A client must send its whole request head within this time (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection may stay open, keep-alive included.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+/// Largest request head (request line and headers) accepted; larger gets 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+const JSON: &str = "application/json";
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 21\r\nconnection: close\r\n\r\ntoo many connections\n";
+
+/// A bound, not yet serving, HTTP listener.
+#[derive(Debug)]
+pub struct Listener {
+    inner: TcpListener,
+}
+
+impl Listener {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr().ok()
+    }
+}
+
+/// Binds the HTTP address. Accepts `HOST:PORT`, `[V6]:PORT`, `:PORT` (every IPv4 interface)
+/// and a bare `PORT`. The error names the address and says why.
+pub async fn bind(addr: &str) -> Result<Listener, String> {
+    let spec = normalize_addr(addr)?;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(spec.as_str())
+        .await
+        .map_err(|e| format!("http address '{addr}': {e}"))?
+        .collect();
+    let mut last = format!("http address '{addr}' resolves to nothing");
+    for a in addrs {
+        match TcpListener::bind(a).await {
+            Ok(inner) => return Ok(Listener { inner }),
+            Err(e) => last = format!("cannot listen on {a} (http '{addr}'): {e}"),
+        }
+    }
+    Err(last)
+}
+
+fn normalize_addr(addr: &str) -> Result<String, String> {
+    let a = addr.trim();
+    let bad =
+        || format!("http address '{addr}' is not HOST:PORT, :PORT or PORT (e.g. 0.0.0.0:9090)");
+    if a.is_empty() {
+        return Err(bad());
+    }
+    if a.bytes().all(|b| b.is_ascii_digit()) {
+        a.parse::<u16>().map_err(|_| bad())?;
+        return Ok(format!("0.0.0.0:{a}"));
+    }
+    if let Some(port) = a.strip_prefix(':') {
+        port.parse::<u16>().map_err(|_| bad())?;
+        return Ok(format!("0.0.0.0:{port}"));
+    }
+    match a.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(a.to_string()),
+        _ => Err(bad()),
+    }
+}
+
+/// How much one client may take; `Limits::default()` is what pmi uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub connection_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_timeout: HEADER_TIMEOUT,
+            connection_deadline: CONNECTION_DEADLINE,
+        }
+    }
+}
+
+/// Serves until the runtime stops (spawn it with `tokio::spawn`). Never fails: a failed accept
+/// is logged and retried.
+pub fn serve(listener: Listener, handle: Handle) -> impl std::future::Future<Output = ()> + Send {
+    serve_snapshots(listener, handle.snapshot, Limits::default())
+}
+
+/// `serve`, on nothing but the snapshot channel (all the endpoints read).
+pub async fn serve_snapshots(
+    listener: Listener,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    limits: Limits,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let sampler = Arc::new(Mutex::new(Sampler::default()));
+    loop {
+        let (stream, _) = match listener.inner.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of fds or similar: back off a little instead of spinning on the error.
+                tracing::warn!("http: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            // Over the cap: one short answer into the empty send buffer, never waiting, then close.
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let reader = Reader {
+            snapshot: snapshot.clone(),
+            sampler: Arc::clone(&sampler),
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = connection(stream, reader, limits.header_timeout);
+            let _ = tokio::time::timeout(limits.connection_deadline, conn).await;
+        });
+    }
+}
+
+/// What the endpoints read: the snapshot, and the CPU sampler `/status` shares across requests.
+#[derive(Clone)]
+struct Reader {
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    sampler: Arc<Mutex<Sampler>>,
+}
+
+async fn connection(stream: TcpStream, reader: Reader, header_timeout: Duration) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let reader = reader.clone();
+        async move { Ok::<_, Infallible>(respond(&req, &reader).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(64);
+    let _ = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+type Body = Full<Bytes>;
+
+async fn respond(req: &Request<Incoming>, reader: &Reader) -> Response<Body> {
+    let mut resp = route(req, reader).await;
+    let h = resp.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if has_body(req) {
+        // The body is never read: close rather than let hyper skip over it.
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn has_body(req: &Request<Incoming>) -> bool {
+    use hyper::body::Body as _;
+    !req.body().is_end_stream()
+}
+
+async fn route(req: &Request<Incoming>, reader: &Reader) -> Response<Body> {
+    let path = req.uri().path();
+    let known = matches!(
+        path,
+        "/livez" | "/healthz" | "/readyz" | "/metrics" | "/status"
+    );
+    if !known {
+        return reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            format!(
+                "no such endpoint: {path}\nendpoints: /livez /healthz /readyz /metrics /status\n"
+            ),
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "only GET and HEAD are allowed\n".to_string(),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    // The supervisor drops its sender when it is done: from then on nothing is live.
+    let alive = reader.snapshot.has_changed().is_ok();
+    let snap = Arc::clone(&reader.snapshot.borrow());
+    let now = now_ms();
+    match path {
+        "/livez" | "/healthz" => probe(alive, view::health(&snap, false)),
+        "/readyz" => probe(alive, view::health(&snap, true)),
+        "/status" => {
+            // The same report as `pmi status --json`.
+            let all: Vec<&InstanceStatus> = snap.instances.iter().collect();
+            let groups = view::groups(&all);
+            let sampler = Arc::clone(&reader.sampler);
+            let sample = move || {
+                let mut s = sampler.lock().unwrap_or_else(|e| e.into_inner());
+                s.sample(&groups, now)
+            };
+            let usage = tokio::task::spawn_blocking(sample)
+                .await
+                .unwrap_or_default();
+            match serde_json::to_string_pretty(&view::status_report(&snap, &all, &usage, now)) {
+                Ok(mut s) => {
+                    s.push('\n');
+                    reply(StatusCode::OK, JSON, s)
+                }
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+            }
+        }
+        _ => {
+            let pgids: Vec<i32> = snap
+                .instances
+                .iter()
+                .filter_map(|i| i32::try_from(i.pid?).ok())
+                .collect();
+            let groups = tokio::task::spawn_blocking(move || proc::group_usage(&pgids))
+                .await
+                .unwrap_or_default();
+            let body = metrics(&snap, &groups, now, proc::clock_ticks());
+            reply(StatusCode::OK, PROMETHEUS, body)
+        }
+    }
+}
+
+/// A probe's answer: `pmi health`'s rules (`view::health`), plus "the supervisor is gone".
+fn probe(alive: bool, verdict: Result<(), String>) -> Response<Body> {
+    let verdict = if alive {
+        verdict
+    } else {
+        Err("the supervisor has stopped".to_string())
+    };
+    match verdict {
+        Ok(()) => reply(StatusCode::OK, TEXT, "ok\n".to_string()),
+        Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{why}\n")),
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+const STATUSES: [Status; 6] = [
+    Status::Launching,
+    Status::Online,
+    Status::Stopping,
+    Status::Stopped,
+    Status::WaitingRestart,
+    Status::Errored,
+];
+
+/// The Prometheus text exposition (format 0.0.4) of a snapshot. `groups` maps a process group
+/// (an instance's pid: each instance leads its group) to its usage; `ticks` is USER_HZ.
+///
+/// Per instance (labels `app`, `pm_id`): `pmi_instance_up`, `pmi_instance_status` (one sample
+/// per possible status, 1 for the current one: a state set), `pmi_instance_restarts_total`;
+/// only while a process runs: `pmi_instance_uptime_seconds`, `pmi_instance_memory_bytes`,
+/// `pmi_instance_cpu_seconds_total` (of the whole process group; resets when it restarts).
+pub fn metrics(
+    snap: &Snapshot,
+    groups: &HashMap<i32, GroupUsage>,
+    now_ms: u64,
+    ticks: u64,
+) -> String {
+    let mut m = Exposition::default();
+    let labels = |i: &InstanceStatus| vec![("app", i.name.clone()), ("pm_id", i.id.to_string())];
+    let usage = |i: &InstanceStatus| i.pid.and_then(|p| groups.get(&(p as i32))).copied();
+
+    m.family(
+        "pmi_instance_up",
+        "gauge",
+        "1 when the instance's process is running (online or stopping), else 0.",
+    );
+    for i in &snap.instances {
+        let up = matches!(i.status, Status::Online | Status::Stopping) && i.pid.is_some();
+        m.sample("pmi_instance_up", &labels(i), f64::from(u8::from(up)));
+    }
+    m.family(
+        "pmi_instance_status",
+        "gauge",
+        "The instance's status, as a state set: 1 for the current status, 0 for the others.",
+    );
+    for i in &snap.instances {
+        for s in STATUSES {
+            let mut l = labels(i);
+            l.push(("status", s.as_str().to_string()));
+            m.sample(
+                "pmi_instance_status",
+                &l,
+                f64::from(u8::from(i.status == s)),
+            );
+        }
+    }
+    m.family(
+        "pmi_instance_restarts_total",
+        "counter",
+        "Restarts of the instance (pm2's restart_time).",
+    );
+    for i in &snap.instances {
+        m.sample(
+            "pmi_instance_restarts_total",
+            &labels(i),
+            f64::from(i.restarts),
+        );
+    }
+    m.family(
+        "pmi_instance_uptime_seconds",
+        "gauge",
+        "Seconds since the instance's current process started.",
+    );
+    for i in &snap.instances {
+        if let (Some(_), Some(t)) = (i.pid, i.started_at) {
+            let up = now_ms.saturating_sub(t) as f64 / 1000.0;
+            m.sample("pmi_instance_uptime_seconds", &labels(i), up);
+        }
+    }
+    m.family(
+        "pmi_instance_memory_bytes",
+        "gauge",
+        "Resident memory of the instance's process group, in bytes.",
+    );
+    for i in &snap.instances {
+        if let Some(u) = usage(i) {
+            m.sample("pmi_instance_memory_bytes", &labels(i), u.rss_bytes as f64);
+        }
+    }
+    m.family(
+        "pmi_instance_cpu_seconds_total",
+        "counter",
+        "User and system CPU time of the instance's process group, in seconds.",
+    );
+    for i in &snap.instances {
+        if let Some(u) = usage(i) {
+            let secs = u.cpu_ticks as f64 / ticks.max(1) as f64;
+            m.sample("pmi_instance_cpu_seconds_total", &labels(i), secs);
+        }
+    }
+    let pmi = |m: &mut Exposition,
+               name: &str,
+               kind: &str,
+               help: &str,
+               labels: &[(&str, String)],
+               v: f64| {
+        m.family(name, kind, help);
+        m.sample(name, labels, v);
+    };
+    pmi(
+        &mut m,
+        "pmi_reaped_orphans_total",
+        "counter",
+        "Orphaned processes pmi has reaped.",
+        &[],
+        snap.reaped_orphans as f64,
+    );
+    pmi(
+        &mut m,
+        "pmi_forwarded_signals_total",
+        "counter",
+        "Signals pmi has forwarded to its apps.",
+        &[],
+        snap.forwarded_signals as f64,
+    );
+    pmi(
+        &mut m,
+        "pmi_info",
+        "gauge",
+        "pmi's version; always 1.",
+        &[("version", snap.pmi_version.clone())],
+        1.0,
+    );
+    pmi(
+        &mut m,
+        "pmi_start_time_seconds",
+        "gauge",
+        "When pmi started, in seconds since the Unix epoch.",
+        &[],
+        snap.started_at as f64 / 1000.0,
+    );
+    m.out
+}
+
+/// A text exposition being written: families in order, each HELP and TYPE once, then samples.
+#[derive(Default)]
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample<S: AsRef<str>>(&mut self, name: &str, labels: &[(&str, S)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (n, (k, v)) in labels.iter().enumerate() {
+                if n > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v.as_ref()));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", format_value(value));
+    }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// Go float syntax: `NaN`, `+Inf`, `-Inf`, otherwise Rust's shortest round-trip form.
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        format!("{v}")
+    }
+}
