@@ -9,8 +9,6 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use signal_hook_tokio::Signals;
 use tokio::time::{sleep_until, Instant};
 
 use crate::cli::SupervisorOpts;
@@ -30,6 +28,8 @@ pub fn run(command: Vec<OsString>, opts: &SupervisorOpts) -> i32 {
         Err(code) => return code,
     };
     let kill_timeout = opts.kill_timeout.map(Duration::from_millis);
+    // Before any thread exists: the mask is inherited by every thread the runtime starts.
+    signals::prepare_process();
     let p1 = pid1::setup(false);
     let rt = match crate::run::runtime() {
         Ok(rt) => rt,
@@ -45,7 +45,7 @@ async fn supervise(
     kill_timeout: Option<Duration>,
 ) -> i32 {
     // Handlers first: a signal that arrives before them is lost as PID 1, fatal otherwise.
-    let mut sigs = match Signals::new(signals::handled()) {
+    let mut sigs = match signals::Signals::open() {
         Ok(s) => s,
         Err(e) => {
             err_line(&format!("pmi: cannot register signal handlers: {e}"));

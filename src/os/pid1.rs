@@ -14,8 +14,9 @@ pub struct Pid1 {
     pub start_dir: PathBuf,
 }
 
-/// Makes pmi a subreaper when it is not PID 1, moves its own cwd to `/` (so it pins no mount),
-/// and prepares signal state. `close_inherited` marks every fd above 2 close-on-exec (apps-file
+/// Makes pmi a subreaper when it is not PID 1 and moves its own cwd to `/` (so it pins no mount);
+/// signal state is `signals::prepare_process`, which must come first. `close_inherited` marks
+/// every fd above 2 close-on-exec (apps-file
 /// mode: apps get only 0–2); single-command mode passes inherited fds through, as tini does.
 pub fn setup(close_inherited: bool) -> Pid1 {
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
@@ -30,7 +31,6 @@ pub fn setup(close_inherited: bool) -> Pid1 {
         mark_inherited_cloexec();
     }
     raise_nofile();
-    crate::os::signals::prepare_process();
     let _ = std::env::set_current_dir("/");
     Pid1 {
         is_pid1,

@@ -7,13 +7,11 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use signal_hook_tokio::Signals;
 use tokio::time::{sleep_until, Instant};
 
 use super::pid1;
 use super::reap::{reap_all, ExitStatus};
-use super::signals::{kill_group, kill_pid};
+use super::signals::{kill_group, kill_pid, Signals};
 
 /// How long pmi waits for SIGKILLed processes to be reaped before it exits anyway.
 const AFTER_KILL: Duration = Duration::from_secs(5);

@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use signal_hook_tokio::Signals;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
@@ -95,6 +93,8 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
             return exit::USAGE;
         }
     };
+    // Before any thread exists (the log writers, tracing's): threads inherit the signal mask.
+    signals::prepare_process();
     let format = settings.log_format.unwrap_or_default();
     crate::logs::init_tracing(format, opts.verbose);
     let p1 = pid1::setup(true);
@@ -260,7 +260,7 @@ impl Supervisor {
 
     async fn run(mut self) -> i32 {
         // Handlers before the first spawn: as PID 1 an unhandled signal is lost.
-        let mut sigs = match Signals::new(signals::handled()) {
+        let mut sigs = match signals::Signals::open() {
             Ok(s) => s,
             Err(e) => {
                 err_line(&format!("pmi: cannot register signal handlers: {e}"));
