@@ -122,17 +122,7 @@ fn signals_are_forwarded_to_every_instance_process_group() {
         libc::SIGWINCH,
         SIGRT37,
     ];
-    let mut want = Vec::new();
-    for sig in sigs {
-        pmi.send(sig);
-        want.push(sig_label(sig));
-        let n = want.len();
-        pmi.wait_for(
-            &format!("{} reaches every process of every instance", sig_label(sig)),
-            wait_time(),
-            || files.iter().all(|f| recorded(&sb, f).len() >= n),
-        );
-    }
+    let want = send_each_and_wait(&mut pmi, &sb, &sigs, &files);
     pmi.send(libc::SIGTERM);
     assert_eq!(pmi.wait_exit(wait_time()), 0);
     // Nothing else was forwarded (the stop of the group is tested in apps_mode.rs).

@@ -87,17 +87,7 @@ fn forwards_each_signal_to_the_command() {
         SIGRT37,
         libc::SIGTERM,
     ];
-    let mut want = Vec::new();
-    for sig in sigs {
-        pmi.send(sig);
-        want.push(sig_label(sig));
-        let n = want.len();
-        pmi.wait_for(
-            &format!("{} forwarded", sig_label(sig)),
-            wait_time(),
-            || recorded(&sb, "signals").len() >= n,
-        );
-    }
+    let want = send_each_and_wait(&mut pmi, &sb, &sigs, &["signals"]);
     assert_eq!(pmi.wait_exit(wait_time()), 0);
     assert_eq!(recorded(&sb, "signals"), want);
 }

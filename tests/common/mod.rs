@@ -913,6 +913,28 @@ pub fn sig_label(sig: i32) -> String {
 /// SIGRTMIN+3 as glibc numbers it (34 + 3), the real-time signal the tests forward.
 pub const SIGRT37: i32 = 37;
 
+/// Sends each signal to pmi in turn and waits until every file records it before the next one;
+/// returns the labels sent, in order.
+pub fn send_each_and_wait(
+    pmi: &mut Pmi,
+    sb: &Sandbox,
+    sigs: &[i32],
+    files: &[&str],
+) -> Vec<String> {
+    let mut want = Vec::new();
+    for &sig in sigs {
+        pmi.send(sig);
+        want.push(sig_label(sig));
+        let n = want.len();
+        pmi.wait_for(
+            &format!("{} recorded in {files:?}", sig_label(sig)),
+            wait_time(),
+            || files.iter().all(|f| recorded(sb, f).len() >= n),
+        );
+    }
+    want
+}
+
 /// The signals recorded by sigecho in `file`, without its `ready`/`bye` lines.
 pub fn recorded(sb: &Sandbox, file: &str) -> Vec<String> {
     sb.lines(file)
