@@ -3,6 +3,8 @@
 //! `docker exec` does. Each test has a watchdog, polls with deadlines, and kills what it started.
 //! Needs root and util-linux; skipped (with a message) otherwise.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -35,12 +37,8 @@ fn can_run() -> bool {
     root && tools
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    common::wait_until(what, DEADLINE, cond);
 }
 
 /// Kills a process when dropped, or when the test overruns.

@@ -8,7 +8,10 @@
 //! Every container and image is named after the test and this process's pid and removed on drop,
 //! even when the test fails. No fixed sleeps: conditions are polled against deadlines.
 
+mod common;
 mod support_http;
+
+use common::wait_until;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,18 +68,6 @@ fn release_binary(env: &str, name: &str) -> PathBuf {
             .join("target/x86_64-unknown-linux-musl/release")
             .join(name)
     })
-}
-
-/// Polls `cond` every 50 ms until it holds; panics naming `what` after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A test image; removed on drop.

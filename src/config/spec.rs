@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// Most instances one app may have, from the file or from `pmi scale`: a typo must not make PID 1
+/// fork until the machine runs out of processes.
+pub const MAX_INSTANCES: u32 = 4096;
+
 /// The whole apps file, validated.
 #[derive(Debug, Clone, Serialize)]
 pub struct Spec {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::diag::Diags;
 use super::fields::{self, Key};
+use super::spec::MAX_INSTANCES;
 use super::tree::{Entry, Node, Parsed, Pos, Value};
 use super::ConfigError;
 use super::{cron, interp, units, users};
@@ -25,8 +26,6 @@ const DEFAULT_LISTEN_TIMEOUT: Duration = Duration::from_millis(3000);
 const MIN_UPTIME_FLOOR: Duration = Duration::from_millis(100);
 /// `time: true` in pm2.
 const TIME_FORMAT: &str = "YYYY-MM-DDTHH:mm:ss";
-/// More instances than this is a typo, not a plan.
-const MAX_INSTANCES: i64 = 4096;
 
 /// The top level of a file, split into its parts.
 pub struct TopLevel<'a> {
@@ -824,7 +823,7 @@ impl Validator<'_> {
             Value::Str(s) if s.trim().eq_ignore_ascii_case("max") => 0,
             _ => units::integer(n).ok_or_else(bad)?,
         };
-        if want > MAX_INSTANCES {
+        if want > i64::from(MAX_INSTANCES) {
             return Err(format!("{want} instances is more than pmi allows ({MAX_INSTANCES}); use \"max\" to follow the CPUs"));
         }
         let cpus = i64::from(self.cpus());

@@ -83,16 +83,6 @@ pub fn group_usage(pgids: &[i32]) -> std::collections::HashMap<i32, GroupUsage> 
     out
 }
 
-/// Resident memory of every process in group `pgid`, in bytes.
-pub fn group_rss(pgid: i32) -> u64 {
-    let pages: u64 = all_stats()
-        .iter()
-        .filter(|s| s.pgrp == pgid)
-        .map(|s| s.rss_pages)
-        .sum();
-    pages * page_size()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,7 +102,7 @@ mod tests {
     fn own_group_has_memory() {
         // SAFETY: getpgrp has no preconditions.
         let g = unsafe { libc::getpgrp() };
-        assert!(group_rss(g) > 0);
+        assert!(group_usage(&[g]).get(&g).is_some_and(|u| u.rss_bytes > 0));
         let u = group_usage(&[g]);
         assert!(u.get(&g).is_some_and(|u| u.rss_bytes > 0));
         assert!(group_usage(&[]).is_empty());

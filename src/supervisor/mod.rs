@@ -86,13 +86,7 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     for w in &loaded.warnings {
         err_line(&format!("pmi: warning: {w}"));
     }
-    let settings = match merge_settings(loaded.spec.settings.clone(), &opts, socket) {
-        Ok(s) => s,
-        Err(msg) => {
-            err_line(&format!("pmi: {msg}"));
-            return exit::USAGE;
-        }
-    };
+    let settings = merge_settings(loaded.spec.settings.clone(), &opts, socket);
     // Before any thread exists (the log writers, tracing's): threads inherit the signal mask.
     signals::prepare_process();
     let format = settings.log_format.unwrap_or_default();
@@ -107,13 +101,9 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
     let is_pid1 = p1.is_pid1;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(async move {
-            match Supervisor::new(apps, settings, format, p1, file_name) {
-                Ok(s) => s.run().await,
-                Err(msg) => {
-                    err_line(&format!("pmi: {msg}"));
-                    exit::INTERNAL
-                }
-            }
+            Supervisor::new(apps, settings, format, p1, file_name)
+                .run()
+                .await
         })
     }));
     match result {
@@ -127,11 +117,7 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
 }
 
 /// Command-line flags win over the file's `pmi:` block.
-fn merge_settings(
-    mut s: Settings,
-    opts: &SupervisorOpts,
-    socket: Option<PathBuf>,
-) -> Result<Settings, String> {
+fn merge_settings(mut s: Settings, opts: &SupervisorOpts, socket: Option<PathBuf>) -> Settings {
     if socket.is_some() {
         s.socket = socket;
     }
@@ -150,7 +136,7 @@ fn merge_settings(
     if let Some(ms) = opts.kill_timeout {
         s.kill_timeout = Some(Duration::from_millis(ms));
     }
-    Ok(s)
+    s
 }
 
 /// An instance's pid file: as written for a single-instance app, with pm2's `-<pm_id>` before the
@@ -220,14 +206,14 @@ impl Supervisor {
         format: LogFormat,
         p1: pid1::Pid1,
         file: String,
-    ) -> Result<Supervisor, String> {
+    ) -> Supervisor {
         let now = Now::read();
         let auto_exit = settings.auto_exit.unwrap_or(true);
         let state = State::new(apps, auto_exit, now);
         let (snapshot_tx, _) = watch::channel(Arc::new(Snapshot::default()));
         let (inbox_tx, inbox_rx) = mpsc::channel(64);
         let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
-        Ok(Supervisor {
+        Supervisor {
             state,
             settings,
             p1,
@@ -243,7 +229,7 @@ impl Supervisor {
             file,
             memory_next: None,
             dirty: true,
-        })
+        }
     }
 
     /// A handle for readers; the trigger sender for watchers.
@@ -405,18 +391,26 @@ impl Supervisor {
     }
 
     fn check_memory(&mut self, now: Now) -> Vec<Action> {
-        let over: Vec<(InstId, u64, u64)> = self
+        let limited: Vec<(InstId, i32, u64)> = self
             .state
             .instances
             .iter()
             .filter_map(|i| {
                 let limit = self.state.apps[i.app].spec.max_memory_restart?;
-                let pid = match i.phase {
-                    state::Phase::Running { pid, .. } => pid,
-                    _ => return None,
-                };
-                let rss = crate::os::proc::group_rss(pid);
-                (rss > limit).then_some((i.id, rss, limit))
+                match i.phase {
+                    state::Phase::Running { pid, .. } => Some((i.id, pid, limit)),
+                    _ => None,
+                }
+            })
+            .collect();
+        // One pass over /proc for every group, however many instances have a limit.
+        let pgids: Vec<i32> = limited.iter().map(|(_, pgid, _)| *pgid).collect();
+        let usage = crate::os::proc::group_usage(&pgids);
+        let over: Vec<(InstId, u64, u64)> = limited
+            .into_iter()
+            .filter_map(|(id, pgid, limit)| {
+                let rss = usage.get(&pgid)?.rss_bytes;
+                (rss > limit).then_some((id, rss, limit))
             })
             .collect();
         let mut out = Vec::new();
@@ -517,76 +511,72 @@ impl Supervisor {
 
     fn control(&mut self, msg: ControlMsg) -> Vec<Action> {
         let now = Now::read();
-        if self.state.shutting_down {
-            let _ = msg.reply.send(Err("pmi is shutting down".into()));
-            return Vec::new();
-        }
         let st = &mut self.state;
-        let resolved = match &msg.op {
-            Op::Start(t) | Op::Stop(t) | Op::Restart(t) | Op::Signal { target: t, .. } => {
-                st.resolve(t)
-            }
-            Op::Scale { app, .. } => st
-                .app_index(app)
-                .map(|_| Vec::new())
-                .ok_or_else(|| format!("unknown app '{app}'")),
+        let refuse = |reply: tokio::sync::oneshot::Sender<ops::OpReply>, e: String| {
+            let _ = reply.send(Err(e));
+            Vec::new()
         };
-        let ids = match resolved {
+        if st.shutting_down {
+            return refuse(msg.reply, "pmi is shutting down".into());
+        }
+        if let Op::Scale { app, count } = &msg.op {
+            let Some(ai) = st.app_index(app) else {
+                return refuse(msg.reply, format!("unknown app '{app}'"));
+            };
+            let current = st.of_app(ai).len() as u32;
+            let n = count.apply(current);
+            if n > config::MAX_INSTANCES {
+                return refuse(
+                    msg.reply,
+                    format!(
+                        "{n} instances is more than pmi allows ({})",
+                        config::MAX_INSTANCES
+                    ),
+                );
+            }
+            let (actions, touched) = st.scale(ai, n, now);
+            let wait = if n >= current {
+                Wait::Running(touched.iter().map(|id| (*id, None)).collect())
+            } else {
+                Wait::Gone(touched)
+            };
+            let ids = st.of_app(ai);
+            self.pending.push(Pending {
+                wait,
+                ids,
+                reply: msg.reply,
+            });
+            return actions;
+        }
+        let target = match &msg.op {
+            Op::Start(t) | Op::Stop(t) | Op::Restart(t) | Op::Signal { target: t, .. } => t,
+            Op::Scale { .. } => return Vec::new(),
+        };
+        let ids = match st.resolve(target) {
             Ok(ids) => ids,
-            Err(e) => {
-                let _ = msg.reply.send(Err(e));
-                return Vec::new();
-            }
-        };
-        let pids = |st: &State, ids: &[InstId], new: bool| -> Vec<(InstId, Option<i32>)> {
-            ids.iter()
-                .map(|id| {
-                    let cur = st.get(*id).and_then(|i| i.phase.pid());
-                    // A start of something already running waits for nothing new.
-                    (*id, if new { cur } else { cur.map(|_| -1) })
-                })
-                .collect()
+            Err(e) => return refuse(msg.reply, e),
         };
         let (actions, wait) = match msg.op {
-            Op::Start(_) => {
-                let w = Wait::Running(
-                    pids(st, &ids, false)
-                        .into_iter()
-                        .map(|(id, p)| (id, if p.is_some() { Some(-1) } else { None }))
-                        .collect(),
-                );
-                (st.start_ids(&ids, now), w)
-            }
+            // Any running process answers a start, whether it was already running or not.
+            Op::Start(_) => (
+                st.start_ids(&ids, now),
+                Wait::Running(ids.iter().map(|id| (*id, None)).collect()),
+            ),
+            // A restart waits for a pid other than the current one.
             Op::Restart(_) => {
-                let w = Wait::Running(pids(st, &ids, true));
-                (st.restart_all(&ids, now), w)
+                let old = ids
+                    .iter()
+                    .map(|id| (*id, st.get(*id).and_then(|i| i.phase.pid())))
+                    .collect();
+                (st.restart_all(&ids, now), Wait::Running(old))
             }
             Op::Stop(_) => (st.stop_ids(&ids, now), Wait::Down(ids.clone())),
             Op::Signal { sig, .. } => {
-                let a = st.signal_ids(&ids, sig);
                 let briefs = ids.iter().filter_map(|id| st.brief(*id)).collect();
                 let _ = msg.reply.send(Ok(briefs));
-                return a;
+                return st.signal_ids(&ids, sig);
             }
-            Op::Scale { app, count } => {
-                let Some(ai) = st.app_index(&app) else {
-                    return Vec::new();
-                };
-                let current = st.of_app(ai).len() as u32;
-                let n = count.apply(current);
-                let (a, touched) = st.scale(ai, n, now);
-                let w = if n >= current {
-                    Wait::Running(touched.iter().map(|id| (*id, None)).collect())
-                } else {
-                    Wait::Gone(touched.clone())
-                };
-                self.pending.push(Pending {
-                    wait: w,
-                    ids: st.of_app(ai),
-                    reply: msg.reply,
-                });
-                return a;
-            }
+            Op::Scale { .. } => return Vec::new(),
         };
         self.pending.push(Pending {
             wait,
