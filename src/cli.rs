@@ -1,4 +1,4 @@
-//! Command-line types and dispatch: argv → a supervisor run, single-command mode, or a client verb.
+//! Command-line types: argv → a supervisor run, single-command mode, or a client verb.
 //!
 //! Invariant: every outcome leaves through one exit code from `crate::exit`; usage errors are 2.
 
@@ -93,8 +93,8 @@ pub struct SupervisorOpts {
     #[arg(long)]
     pub no_auto_exit: bool,
     /// Default stop signal (apps may set kill_signal).
-    #[arg(long, value_name = "SIG")]
-    pub kill_signal: Option<String>,
+    #[arg(long, value_parser = parse_signal, value_name = "SIG")]
+    pub kill_signal: Option<i32>,
     /// Default time from the stop signal to SIGKILL, in ms.
     #[arg(long, value_name = "MS")]
     pub kill_timeout: Option<u64>,
@@ -160,6 +160,12 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
             "'{s}' is not a log format: use raw, prefixed or json"
         )),
     }
+}
+
+/// `--kill-signal`: a name or number, parsed once here.
+fn parse_signal(s: &str) -> Result<i32, String> {
+    crate::os::signals::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a signal name or number (e.g. TERM, SIGINT, 15)"))
 }
 
 const VERBS: &[&str] = &[

@@ -19,3 +19,18 @@ pub const NOT_FOUND: i32 = 127;
 pub fn for_signal(sig: i32) -> i32 {
     128 + sig
 }
+
+/// Why a mode ended without an exit code of its own. Each variant carries the message for the
+/// user (one or more lines, without the trailing newline); `dispatch` prints it and maps the
+/// variant to a code of this table, in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Bad usage or configuration; nothing was started (exit 2).
+    Usage(String),
+    /// A client request was refused or failed (exit 1).
+    Failed(String),
+    /// No pmi reachable (exit 3).
+    Unreachable(String),
+    /// pmi itself failed (exit 70).
+    Internal(String),
+}

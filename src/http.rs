@@ -34,11 +34,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::api::Handle;
 use crate::control::sample::Sampler;
 use crate::control::view;
 use crate::os::proc::{self, GroupUsage};
 use crate::status::{InstanceStatus, Snapshot, Status};
-use crate::supervisor::Handle;
 
 /// Connections served at once; more are answered 503 and closed at once.
 pub const MAX_CONNECTIONS: usize = 32;

@@ -5,15 +5,18 @@
 //! signal, reap) happen only in `os`; app output flows through `logs`; readers (control socket,
 //! HTTP) see only the `status::Snapshot` the supervisor publishes after every event.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod daemon;
+pub mod dispatch;
 pub mod exit;
 pub mod http;
 pub mod logs;
 pub mod os;
-pub mod run;
 pub mod single;
 pub mod status;
 pub mod supervisor;
+pub mod term;
 pub mod watch;

@@ -145,7 +145,7 @@ pub fn app_info(spec: &crate::config::AppSpec) -> AppInfo {
         interpreter_args: spec.interpreter_args.clone(),
         cwd: path(&spec.cwd),
         instances: spec.instances,
-        exec_mode: format!("{:?}", spec.exec_mode).to_lowercase(),
+        exec_mode: spec.exec_mode.as_str().to_string(),
         autostart: spec.autostart,
         autorestart: r.autorestart,
         max_restarts: r.max_restarts,

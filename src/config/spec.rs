@@ -70,6 +70,20 @@ pub enum ExecMode {
     Cluster,
 }
 
+impl ExecMode {
+    /// The one text of a mode, as `pmi status`, `check` and the snapshot show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecMode::Fork => "fork",
+            ExecMode::Cluster => "cluster",
+        }
+    }
+}
+
+/// Time from the stop signal to SIGKILL when nothing sets `kill_timeout` (pm2's default); also
+/// the grace of leftover processes at exit.
+pub const DEFAULT_KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1600);
+
 /// One app of the file, after defaults and validation.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppSpec {

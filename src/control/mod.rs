@@ -12,6 +12,7 @@ pub mod proto;
 pub mod render;
 pub mod sample;
 pub mod server;
+pub mod socket;
 pub mod view;
 
 #[cfg(test)]

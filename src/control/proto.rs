@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{Brief, ScaleCount};
 use crate::status::{AppInfo, ExitInfo, Status};
-use crate::supervisor::ops::{Brief, ScaleCount};
 
 /// The wire version; a client and a server of different versions refuse each other clearly.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -5,8 +5,8 @@
 //! terminal, and nothing here can print an environment value (answers carry none).
 
 use super::proto::{AppDescription, InstanceRow, LogEntry, LogStream};
+use crate::api::Brief;
 use crate::status::{ExitInfo, Status};
-use crate::supervisor::ops::Brief;
 
 const HEADERS: [&str; 9] = [
     "id", "name", "mode", "pid", "uptime", "↺", "status", "cpu", "mem",

@@ -24,24 +24,17 @@ use super::proto::{
     PROTOCOL_VERSION,
 };
 use super::sample::{Sampler, Usage};
+use super::socket::{connect_once, fallback_socket, DEFAULT_SOCKET};
 use super::view;
+use crate::api::{Brief, ControlMsg, Handle, Op, OpError, Target};
 use crate::status::{InstanceStatus, Snapshot};
-use crate::supervisor::ops::{Brief, ControlMsg, Op, Target};
-use crate::supervisor::Handle;
 
-/// The socket when neither `--socket` nor `PMI_SOCKET` names one and /run is writable.
-pub const DEFAULT_SOCKET: &str = "/run/pmi/pmi.sock";
 /// A client that sends nothing (or half a frame) for this long is dropped.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that does not read its answer for this long is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more get a `busy` error.
 pub const MAX_CONNECTIONS: usize = 64;
-
-/// The fallback socket of user `uid` when /run is not writable.
-pub fn fallback_socket(uid: u32) -> PathBuf {
-    PathBuf::from(format!("/tmp/pmi-{uid}/pmi.sock"))
-}
 
 /// A bound control socket, ready for `serve`.
 #[derive(Debug)]
@@ -186,7 +179,7 @@ fn remove_stale(path: &Path) -> Result<(), BindError> {
             "{shown} exists and is not a socket; not replacing it (choose another path with --socket)"
         )));
     }
-    match super::client::connect_once(path) {
+    match connect_once(path) {
         Ok(_) => Err(BindError::Fatal(format!(
             "another pmi is running: it answers on {shown}; this one runs its apps without a control socket (give it another with --socket)"
         ))),
@@ -457,7 +450,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
             let t = Target::parse(target.as_deref().unwrap_or("all"));
             let sel = match view::resolve(&snap, &t) {
                 Ok(s) => s,
-                Err(e) => return error(ErrorKind::UnknownTarget, e),
+                Err(e) => return Response::Error(op_error(&e)),
             };
             let now = now_ms();
             let u = usage(ctx, &sel, now).await;
@@ -469,12 +462,12 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
             let now = now_ms();
             let sel = match view::resolve(&snap, &t) {
                 Ok(s) => s,
-                Err(e) => return error(ErrorKind::UnknownTarget, e),
+                Err(e) => return Response::Error(op_error(&e)),
             };
             let u = usage(ctx, &sel, now).await;
             match view::describe(&snap, &t, &u, now) {
                 Ok(apps) => Response::Describe { apps },
-                Err(e) => error(ErrorKind::UnknownTarget, e),
+                Err(e) => Response::Error(op_error(&e)),
             }
         }
         Request::Start { target } => targeted(ctx, &target, Op::Start).await,
@@ -498,7 +491,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
             Ok(ids) => Response::Logs {
                 lines: logsrc::tail(&ctx.handle, ids.as_deref(), lines, stream),
             },
-            Err(e) => error(ErrorKind::UnknownTarget, e),
+            Err(e) => Response::Error(op_error(&e)),
         },
         Request::Health { ready } => {
             let snap = snapshot(ctx);
@@ -521,7 +514,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
 async fn targeted(ctx: &Ctx, target: &str, make: impl FnOnce(Target) -> Op) -> Response {
     let t = Target::parse(target);
     if let Err(e) = view::resolve(&snapshot(ctx), &t) {
-        return error(ErrorKind::UnknownTarget, e);
+        return Response::Error(op_error(&e));
     }
     op(ctx, make(t)).await
 }
@@ -535,7 +528,7 @@ async fn op(ctx: &Ctx, op: Op) -> Response {
 }
 
 async fn call(ctx: &Ctx, op: Op) -> Result<Vec<Brief>, ErrorReply> {
-    let gone = || ErrorReply::new(ErrorKind::ShuttingDown, "pmi is exiting");
+    let gone = || op_error(&OpError::Exiting);
     let (tx, rx) = oneshot::channel();
     ctx.handle
         .inbox
@@ -545,17 +538,20 @@ async fn call(ctx: &Ctx, op: Op) -> Result<Vec<Brief>, ErrorReply> {
     match rx.await {
         Err(_) => Err(gone()),
         Ok(Ok(b)) => Ok(b),
-        Ok(Err(msg)) => {
-            let kind = if msg.starts_with("unknown") {
-                ErrorKind::UnknownTarget
-            } else if msg.contains("shutting down") || msg.contains("exiting") {
-                ErrorKind::ShuttingDown
-            } else {
-                ErrorKind::Failed
-            };
-            Err(ErrorReply::new(kind, msg))
-        }
+        Ok(Err(e)) => Err(op_error(&e)),
     }
+}
+
+/// The wire form of a refusal: its kind, from the type, and its text.
+fn op_error(e: &OpError) -> ErrorReply {
+    let kind = match e {
+        OpError::UnknownTarget { .. } | OpError::UnknownApp(_) => ErrorKind::UnknownTarget,
+        OpError::ShuttingDown | OpError::Exiting => ErrorKind::ShuttingDown,
+        OpError::TooManyInstances { .. } | OpError::Removed(_) | OpError::DidNotStart { .. } => {
+            ErrorKind::Failed
+        }
+    };
+    ErrorReply::new(kind, e.to_string())
 }
 
 /// Restarts the target's instances one at a time, each answered before the next starts, so
@@ -563,7 +559,7 @@ async fn call(ctx: &Ctx, op: Op) -> Result<Vec<Brief>, ErrorReply> {
 async fn reload(ctx: &Ctx, target: &str) -> Response {
     let ids: Vec<u32> = match view::resolve(&snapshot(ctx), &Target::parse(target)) {
         Ok(sel) => sel.iter().map(|i| i.id).collect(),
-        Err(e) => return error(ErrorKind::UnknownTarget, e),
+        Err(e) => return Response::Error(op_error(&e)),
     };
     let mut done = Vec::new();
     for id in ids {
@@ -588,7 +584,7 @@ async fn reload(ctx: &Ctx, target: &str) -> Response {
 }
 
 /// The pm_ids a logs target selects (`None`: everything, including instances yet to come).
-fn log_ids(ctx: &Ctx, target: Option<&str>) -> Result<Option<Vec<u32>>, String> {
+fn log_ids(ctx: &Ctx, target: Option<&str>) -> Result<Option<Vec<u32>>, OpError> {
     match target.map(Target::parse) {
         None | Some(Target::All) => Ok(None),
         Some(t) => {
@@ -615,7 +611,7 @@ async fn follow_logs<R, W>(
     let ids = match log_ids(ctx, target.as_deref()) {
         Ok(ids) => ids,
         Err(e) => {
-            let _ = send(wr, &error(ErrorKind::UnknownTarget, e)).await;
+            let _ = send(wr, &Response::Error(op_error(&e))).await;
             return;
         }
     };
@@ -658,8 +654,8 @@ mod logsrc {
     use tokio::sync::broadcast;
 
     use super::{LogEntry, LogStream};
+    use crate::api::Handle;
     use crate::logs::{LogLine, Stream};
-    use crate::supervisor::Handle;
 
     pub fn keep(e: &LogEntry, ids: Option<&[u32]>, stream: Option<LogStream>) -> bool {
         ids.is_none_or(|ids| ids.contains(&e.pm_id)) && stream.is_none_or(|s| s == e.stream)

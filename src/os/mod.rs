@@ -10,3 +10,10 @@ pub mod reap;
 pub mod signals;
 pub mod spawn;
 pub mod strays;
+
+/// The current-thread runtime both supervising modes run on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
