@@ -15,6 +15,7 @@ pub mod exit;
 pub mod http;
 pub mod logs;
 pub mod os;
+pub mod signame;
 pub mod single;
 pub mod status;
 pub mod supervisor;

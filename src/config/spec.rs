@@ -166,6 +166,20 @@ pub struct CronSpec {
     pub schedule: cron::Schedule,
 }
 
+impl CronSpec {
+    /// The next time this cron fires after `now`, in the local time zone (TZ, else UTC).
+    pub fn next_after(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let local = now.with_timezone(&chrono::Local);
+        self.schedule
+            .after(&local)
+            .next()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+}
+
 /// pm2's `filter_env`: which inherited variables to drop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
