@@ -35,9 +35,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::api::Handle;
-use crate::control::sample::Sampler;
-use crate::control::view;
 use crate::os::proc::{self, GroupUsage};
+use crate::report::sample::Sampler;
+use crate::report::view;
 use crate::status::{InstanceStatus, Snapshot, Status};
 
 /// Connections served at once; more are answered 503 and closed at once.

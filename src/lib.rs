@@ -15,6 +15,7 @@ pub mod exit;
 pub mod http;
 pub mod logs;
 pub mod os;
+pub mod report;
 pub mod signame;
 pub mod single;
 pub mod status;

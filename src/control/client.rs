@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::proto::{self, FrameError, LogStream, Request, Response, PROTOCOL_VERSION};
+use super::proto::{self, FrameError, Request, Response, Stream, PROTOCOL_VERSION};
 use super::render;
 use super::socket::{connect_once, socket_path};
 use crate::api::ScaleCount;
@@ -210,8 +210,8 @@ fn to_request(cmd: Cmd) -> Result<(Request, bool), String> {
             out,
         }) => {
             let stream = match (err, out) {
-                (true, _) => Some(LogStream::Err),
-                (_, true) => Some(LogStream::Out),
+                (true, _) => Some(Stream::Err),
+                (_, true) => Some(Stream::Out),
                 _ => None,
             };
             let req = Request::Logs {

@@ -19,14 +19,15 @@ use tokio::net::UnixStream;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::timeout;
 
+use super::logsrc;
 use super::proto::{
-    self, ErrorKind, ErrorReply, FrameError, LogEntry, LogStream, Request, Response,
-    PROTOCOL_VERSION,
+    self, ErrorKind, ErrorReply, FrameError, LogLine, Request, Response, Stream, PROTOCOL_VERSION,
 };
-use super::sample::{Sampler, Usage};
+
 use super::socket::{connect_once, fallback_socket, DEFAULT_SOCKET};
-use super::view;
 use crate::api::{Brief, ControlMsg, Handle, Op, OpError, Target};
+use crate::report::sample::{Sampler, Usage};
+use crate::report::view;
 use crate::status::{InstanceStatus, Snapshot};
 
 /// A client that sends nothing (or half a frame) for this long is dropped.
@@ -603,7 +604,7 @@ async fn follow_logs<R, W>(
     wr: &mut W,
     target: Option<String>,
     lines: usize,
-    stream: Option<LogStream>,
+    stream: Option<Stream>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -621,7 +622,7 @@ async fn follow_logs<R, W>(
     // Lines both in the history and in the feed are sent once: the feed skips what is older
     // than the last kept line, and the kept lines of that same millisecond.
     let last_ts = history.last().map(|l| l.ts_ms);
-    let same_ms: Vec<LogEntry> = history
+    let same_ms: Vec<LogLine> = history
         .iter()
         .filter(|l| Some(l.ts_ms) == last_ts)
         .cloned()
@@ -644,92 +645,6 @@ async fn follow_logs<R, W>(
             }
             // The client says nothing while following: any read result ends the stream.
             _ = rd.read(&mut probe) => return,
-        }
-    }
-}
-
-/// Adapter to the log pipeline (`LogHub::tail` / `LogHub::subscribe`): the one place that knows
-/// its types.
-mod logsrc {
-    use tokio::sync::broadcast;
-
-    use super::{LogEntry, LogStream};
-    use crate::api::Handle;
-    use crate::logs::{LogLine, Stream};
-
-    pub fn keep(e: &LogEntry, ids: Option<&[u32]>, stream: Option<LogStream>) -> bool {
-        ids.is_none_or(|ids| ids.contains(&e.pm_id)) && stream.is_none_or(|s| s == e.stream)
-    }
-
-    /// The last `lines` lines of the selected instances, oldest first.
-    pub fn tail(
-        h: &Handle,
-        ids: Option<&[u32]>,
-        lines: usize,
-        stream: Option<LogStream>,
-    ) -> Vec<LogEntry> {
-        let all: Vec<LogEntry> = lines_of(h, ids, lines, stream);
-        let mut skip = all.len().saturating_sub(lines);
-        // Keep the newest lines that fit in one frame.
-        let mut room = super::proto::MAX_FRAME - 64;
-        for (i, e) in all.iter().enumerate().skip(skip).rev() {
-            let len = serde_json::to_vec(e).map_or(usize::MAX, |v| v.len() + 1);
-            if len > room {
-                skip = i + 1;
-                break;
-            }
-            room -= len;
-        }
-        all.into_iter().skip(skip).collect()
-    }
-
-    fn lines_of(
-        h: &Handle,
-        ids: Option<&[u32]>,
-        lines: usize,
-        stream: Option<LogStream>,
-    ) -> Vec<LogEntry> {
-        // The pipeline keeps `lines` per stream: with a stream filter, take all it kept.
-        let n = if stream.is_some() { usize::MAX } else { lines };
-        h.logs
-            .tail_where(|id, _| ids.is_none_or(|ids| ids.contains(&id)), n)
-            .into_iter()
-            .map(entry)
-            .filter(|e| stream.is_none_or(|s| s == e.stream))
-            .collect()
-    }
-
-    fn entry(l: LogLine) -> LogEntry {
-        LogEntry {
-            pm_id: l.pm_id,
-            app: l.app,
-            instance: l.instance,
-            stream: match l.stream {
-                Stream::Out => LogStream::Out,
-                Stream::Err => LogStream::Err,
-            },
-            ts_ms: l.ts_ms,
-            text: l.text,
-        }
-    }
-
-    pub struct Feed(broadcast::Receiver<LogLine>);
-
-    pub fn subscribe(h: &Handle) -> Feed {
-        Feed(h.logs.subscribe())
-    }
-
-    impl Feed {
-        /// The next line, `None` once the pipeline is gone. A follower that falls behind skips
-        /// the lines it missed.
-        pub async fn next(&mut self) -> Option<LogEntry> {
-            loop {
-                match self.0.recv().await {
-                    Ok(l) => return Some(entry(l)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
         }
     }
 }

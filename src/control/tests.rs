@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::client::{request, ClientError, Connection};
 use super::proto::{self, ErrorKind, Request, Response, MAX_FRAME, PROTOCOL_VERSION};
 use super::server::{bind, serve, MAX_CONNECTIONS};
-use super::view::tests::{inst, snap};
 use crate::api::Handle;
 use crate::api::{Brief, ControlMsg, Op, OpError, Target};
+use crate::report::view::tests::{inst, snap};
 use crate::status::{Snapshot, Status};
 
 /// A server on a temp socket, backed by a fake supervisor that records ops and answers them.

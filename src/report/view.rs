@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use super::proto::{AppDescription, InstanceRow, PmiInfo, StatusReport};
 use super::sample::Usage;
+use super::{AppDescription, InstanceRow, PmiInfo, StatusReport};
 use crate::api::{Named, OpError, Target};
 use crate::status::{InstanceStatus, Snapshot, Status};
 
