@@ -52,6 +52,8 @@ pub struct InstanceStatus {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Status {
+    /// Reserved: pmi produces it only once readiness (`wait_ready`, cluster mode) is supported;
+    /// kept in the schema (and in `/metrics`' state set) so that clients need no change then.
     #[serde(rename = "launching")]
     Launching,
     #[serde(rename = "online")]

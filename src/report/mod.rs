@@ -1,11 +1,12 @@
 //! Read-only answers, computed from the supervisor's `Snapshot`, shared by the control socket
 //! and HTTP so that `pmi status --json` and `/status` agree.
 //!
-//! `view` selects and shapes (targets, status rows, describe, health); `sample` reads CPU and
-//! memory of process groups when asked; the types below are the `status --json` and `describe`
+//! `view` selects and shapes (targets, status rows, describe, health); `metrics` writes the
+//! Prometheus exposition; `sample` reads CPU and memory of process groups when asked; the types below are the `status --json` and `describe`
 //! schema (docs/status-json.md). Invariant: nothing here mutates anything or reads an
 //! environment value; readers reach the supervisor only through its snapshot.
 
+pub mod metrics;
 pub mod sample;
 pub mod view;
 

@@ -165,24 +165,32 @@ impl Supervisor {
                     tracing::info!("restarting: {}", t.reason);
                     self.state.restart_app(t.app, Now::read())
                 }
-                _ = sleep_until(deadline) => {
-                    let now = Now::read();
-                    let mut a = Vec::new();
-                    if now.mono >= safety {
-                        safety = now.mono + SAFETY_REAP;
-                        a.extend(self.reap());
-                    }
-                    if self.memory_next.is_some_and(|t| t <= now.mono) {
-                        self.memory_next = Some(now.mono + self.memory_interval());
-                        a.extend(self.check_memory(now));
-                    }
-                    a.extend(self.state.on_tick(now));
-                    a
-                }
+                _ = sleep_until(deadline) => self.on_deadline(&mut safety),
             };
             finish = self.execute(actions);
             self.answer_pending();
         }
+        self.shut_down(sigs, finish).await
+    }
+
+    /// A deadline passed: the safety reap, the memory check, and the policy's timers.
+    fn on_deadline(&mut self, safety: &mut Instant) -> Vec<Action> {
+        let now = Now::read();
+        let mut a = Vec::new();
+        if now.mono >= *safety {
+            *safety = now.mono + SAFETY_REAP;
+            a.extend(self.reap());
+        }
+        if self.memory_next.is_some_and(|t| t <= now.mono) {
+            self.memory_next = Some(now.mono + self.memory_interval());
+            a.extend(self.check_memory(now));
+        }
+        a.extend(self.state.on_tick(now));
+        a
+    }
+
+    /// After `Action::Finish`: last snapshot, pending replies, strays, logs; then the code.
+    async fn shut_down(mut self, mut sigs: signals::Signals, finish: Option<i32>) -> i32 {
         self.publish();
         for p in self.pending.drain(..) {
             let _ = p.reply.send(Err(OpError::Exiting));
