@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::state::{InstId, Instance, LastExit, Now, Phase, State, Then};
+use crate::config::RestartPolicy;
 use crate::exit::ExitStatus;
 
 /// Exponential backoff grows by this factor…
@@ -43,6 +44,33 @@ pub enum Action {
 pub enum Level {
     Info,
     Warn,
+}
+
+/// Counts an unstable run and picks the delay before the next one; `None` once the app has had
+/// `max_restarts` unstable restarts in a row. A run of `STABLE_RUN` resets the count and backoff.
+fn next_delay(inst: &mut Instance, policy: &RestartPolicy, uptime: Duration) -> Option<Duration> {
+    if uptime >= STABLE_RUN {
+        inst.backoff = None;
+        inst.unstable_restarts = 0;
+    }
+    if uptime < policy.min_uptime {
+        inst.unstable_restarts += 1;
+        if inst.unstable_restarts >= policy.max_restarts {
+            return None;
+        }
+    }
+    let mut delay = match policy.exp_backoff_restart_delay {
+        Some(base) => {
+            let d = next_backoff(base, inst.backoff);
+            inst.backoff = Some(d);
+            d
+        }
+        None => policy.restart_delay,
+    };
+    if inst.unstable_restarts > SPIN_GUARD_AFTER && delay < SPIN_GUARD_DELAY {
+        delay = SPIN_GUARD_DELAY;
+    }
+    Some(delay)
 }
 
 /// The next exponential-backoff delay after `prev` (none yet: the base).
@@ -171,15 +199,9 @@ impl State {
                     inst.phase = Phase::Stopped;
                     return;
                 }
-                if uptime >= STABLE_RUN {
-                    inst.backoff = None;
-                    inst.unstable_restarts = 0;
-                }
-                if uptime < policy.min_uptime {
-                    inst.unstable_restarts += 1;
-                    if inst.unstable_restarts >= policy.max_restarts {
-                        inst.phase = Phase::Errored;
-                        out.push(Action::Note(
+                let Some(delay) = next_delay(inst, policy, uptime) else {
+                    inst.phase = Phase::Errored;
+                    out.push(Action::Note(
                             Level::Warn,
                             format!(
                                 "{name} errored: {} unstable restarts (each run shorter than min_uptime {} ms); not restarting. Fix the app, then `pmi restart {}`",
@@ -187,21 +209,9 @@ impl State {
                                 policy.min_uptime.as_millis(),
                                 spec.name
                             ),
-                        ));
-                        return;
-                    }
-                }
-                let mut delay = match policy.exp_backoff_restart_delay {
-                    Some(base) => {
-                        let d = next_backoff(base, inst.backoff);
-                        inst.backoff = Some(d);
-                        d
-                    }
-                    None => policy.restart_delay,
+                    ));
+                    return;
                 };
-                if inst.unstable_restarts > SPIN_GUARD_AFTER && delay < SPIN_GUARD_DELAY {
-                    delay = SPIN_GUARD_DELAY;
-                }
                 inst.restarts += 1;
                 inst.phase = Phase::WaitingRestart {
                     until: now.mono + delay,
