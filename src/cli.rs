@@ -131,8 +131,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    #[arg(long, value_name = "NAME")]
-    pub env: Option<String>,
+    /// No `--env`: conversion keeps every `env_<NAME>` block, so the flag would do nothing.
     pub file: PathBuf,
 }
 
@@ -234,6 +233,24 @@ mod tests {
         ));
         assert_eq!(
             parse(argv(&["pmi", "run", "--bogus", "x.yaml"])).unwrap_err(),
+            2
+        );
+    }
+
+    #[test]
+    fn kill_signal_is_parsed_once_and_bad_names_are_usage_errors() {
+        let cli = parse(argv(&["pmi", "--kill-signal", "SIGINT", "apps.yaml"])).unwrap();
+        match cli.cmd {
+            Cmd::Run(r) => assert_eq!(r.opts.kill_signal, Some(libc::SIGINT)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(argv(&["pmi", "--kill-signal", "NOPE", "apps.yaml"])).unwrap_err(),
+            2
+        );
+        // `convert` keeps every env block: an `--env` there would be ignored, so it is refused.
+        assert_eq!(
+            parse(argv(&["pmi", "convert", "--env", "prod", "apps.yaml"])).unwrap_err(),
             2
         );
     }

@@ -103,7 +103,6 @@ fn check(c: cli::CheckArgs) -> Result<i32, Failure> {
 fn convert(c: cli::ConvertArgs) -> Result<i32, Failure> {
     let base = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let opts = crate::config::LoadOptions {
-        env_name: c.env,
         check_scripts: false,
         ..crate::config::LoadOptions::new()
     };
