@@ -538,7 +538,7 @@ fn check_map(
             }
         };
         if let Err(m) = r {
-            let pos = if m.starts_with("unknown key") {
+            let pos = if m.starts_with("unknown key") || m.starts_with("give one") {
                 k.key_pos
             } else {
                 k.value.pos
