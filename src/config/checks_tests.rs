@@ -83,7 +83,7 @@ fn ready_errors_are_located() {
         ("ready: {interval: 1s}", "1:8", "needs one of"),
         (
             "ready: {http: 'http://h/', tcp: 1}",
-            "1:32",
+            "1:28",
             "one of http, tcp or exec",
         ),
         (
