@@ -12,8 +12,14 @@ pub mod exit;
 pub mod http;
 pub mod logs;
 pub mod os;
+// Readiness building blocks, declared here until the supervisor wiring moves them under
+// `supervisor` (`pub mod readiness; pub mod start_order;` there, and these two lines go).
+#[path = "supervisor/readiness.rs"]
+pub mod readiness;
 pub mod run;
 pub mod single;
+#[path = "supervisor/start_order.rs"]
+pub mod start_order;
 pub mod status;
 pub mod supervisor;
 pub mod watch;
