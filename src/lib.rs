@@ -5,6 +5,7 @@
 //! signal, reap) happen only in `os`; app output flows through `logs`; readers (control socket,
 //! HTTP) see only the `status::Snapshot` the supervisor publishes after every event.
 
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -121,6 +121,10 @@ pub struct Dependency {
     pub condition: Condition,
 }
 
+/// The problem was recorded in `Diags` (the caller only learns that there was one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported;
+
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
@@ -193,17 +197,17 @@ pub fn ready(d: &mut Diags, app: &str, e: Option<&Entry>, wait_ready: bool) -> O
 }
 
 /// `health`. `Ok(None)` without the field; `Err` when an error was recorded.
-pub fn health(d: &mut Diags, app: &str, e: Option<&Entry>) -> Result<Option<HealthSpec>, ()> {
+pub fn health(d: &mut Diags, app: &str, e: Option<&Entry>) -> Result<Option<HealthSpec>, Reported> {
     let Some(e) = e.filter(|e| e.value.value != Value::Null) else {
         return Ok(None);
     };
     if e.value.as_map().is_none() {
         err(d, e.value.pos, app, &e.key, format!("must be a check object such as {{http: \"http://127.0.0.1:3000/health\", interval: 10s}}, {{tcp: ADDR}} or {{exec: CMD}}, not {}", e.value.kind()));
-        return Err(());
+        return Err(Reported);
     }
     let keys = ["interval", "timeout", "retries", "start_period"];
     let (probe, interval, timeout) =
-        check_map(d, app, e, &keys, HEALTH_INTERVAL, HEALTH_TIMEOUT).ok_or(())?;
+        check_map(d, app, e, &keys, HEALTH_INTERVAL, HEALTH_TIMEOUT).ok_or(Reported)?;
     let mut bad = false;
     let retries = match e
         .value
@@ -241,7 +245,7 @@ pub fn health(d: &mut Diags, app: &str, e: Option<&Entry>) -> Result<Option<Heal
         },
     };
     if bad {
-        return Err(());
+        return Err(Reported);
     }
     Ok(Some(HealthSpec {
         check: CheckSpec {
@@ -255,7 +259,7 @@ pub fn health(d: &mut Diags, app: &str, e: Option<&Entry>) -> Result<Option<Heal
 }
 
 /// `watchdog: DURATION`. `Ok(None)` without the field.
-pub fn watchdog(d: &mut Diags, app: &str, e: Option<&Entry>) -> Result<Option<Duration>, ()> {
+pub fn watchdog(d: &mut Diags, app: &str, e: Option<&Entry>) -> Result<Option<Duration>, Reported> {
     let Some(e) = e.filter(|e| e.value.value != Value::Null) else {
         return Ok(None);
     };
@@ -263,7 +267,7 @@ pub fn watchdog(d: &mut Diags, app: &str, e: Option<&Entry>) -> Result<Option<Du
         Ok(v) => Ok(Some(v)),
         Err(m) => {
             err(d, e.value.pos, app, &e.key, m);
-            Err(())
+            Err(Reported)
         }
     }
 }

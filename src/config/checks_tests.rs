@@ -166,16 +166,16 @@ fn bad_durations_and_counts() {
     for (text, what) in cases {
         let mut d = diags();
         let e = entry(text, "health");
-        assert_eq!(health(&mut d, "w", Some(&e)), Err(()), "{text}");
+        assert_eq!(health(&mut d, "w", Some(&e)), Err(Reported), "{text}");
         let m = one_error(&d);
         assert!(m.contains(what), "{text}: {m}");
         assert!(m.contains("app 'w' field 'health"), "{text}: {m}");
     }
     for (text, ok) in [
         ("watchdog: 10s", Ok(Some(ms(10_000)))),
-        ("watchdog: 0", Err(())),
-        ("watchdog: 48h", Err(())),
-        ("watchdog: '-1'", Err(())),
+        ("watchdog: 0", Err(Reported)),
+        ("watchdog: 48h", Err(Reported)),
+        ("watchdog: '-1'", Err(Reported)),
     ] {
         let mut d = diags();
         let e = entry(text, "watchdog");

@@ -172,8 +172,10 @@ fn listen_timeout_at_first_start_is_online_but_not_ready_for_dependents() {
     assert!(t.is_online() && !t.is_ready());
     // The real signal still comes: now ready for dependents.
     let mut t = t;
-    let mut n = Notice::default();
-    n.ready = true;
+    let n = Notice {
+        ready: true,
+        ..Notice::default()
+    };
     assert_eq!(
         t.on_notify(&n, Instant::now()),
         [Decision::Online {

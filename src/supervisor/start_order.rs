@@ -147,13 +147,12 @@ pub fn gates(apps: &[OrderInput<'_>]) -> Vec<Gate> {
                 let upstream = find(&w.app)
                     .filter(|&j| !apps[j].facts.started)
                     .map(|j| &out[j]);
-                match upstream {
-                    Some(g @ Gate::Blocked(_)) => blocks.push(Block {
+                if let Some(g @ Gate::Blocked(_)) = upstream {
+                    blocks.push(Block {
                         app: w.app.clone(),
                         condition: w.condition,
                         reason: format!("is {}", g.describe().unwrap_or_default()),
-                    }),
-                    _ => {}
+                    });
                 }
             }
             if !blocks.is_empty() {
