@@ -286,3 +286,63 @@ fn no_cycle_in_a_diamond_and_completed_warns_on_autorestart() {
     let d = cross("apps:\n- name: m\n  autorestart: false\n- name: a\n  depends_on: [{app: m, condition: completed}]\n");
     assert!(d.errors.is_empty() && d.warnings.is_empty());
 }
+
+/// The shipped example stack reads without errors, with the conditions and checks it documents.
+#[test]
+fn the_example_stack_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/stack/apps.yaml");
+    let p = yaml::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let Value::Seq(items) = &p.root.get("apps").unwrap().value.value else {
+        panic!()
+    };
+    let mut d = diags();
+    let mut parsed = Vec::new();
+    for it in items {
+        let name = it.get("name").unwrap().value.as_str().unwrap().to_string();
+        let r = ready(&mut d, &name, it.get("ready"), false).unwrap();
+        let h = health(&mut d, &name, it.get("health")).unwrap();
+        let w = watchdog(&mut d, &name, it.get("watchdog")).unwrap();
+        let deps = depends_on(&mut d, &name, it.get("depends_on")).unwrap();
+        let auto = it
+            .get("autorestart")
+            .is_none_or(|e| e.value.value == Value::Bool(true));
+        parsed.push((name, it.pos, deps, auto, r, h, w));
+    }
+    let view: Vec<DepsOf> = parsed
+        .iter()
+        .map(|(n, p, deps, a, ..)| DepsOf {
+            name: n,
+            name_pos: *p,
+            deps,
+            autorestart: *a,
+        })
+        .collect();
+    cross_check_deps(&mut d, &view);
+    assert!(
+        d.errors.is_empty() && d.warnings.is_empty(),
+        "{:?} {:?}",
+        d.errors,
+        d.warnings
+    );
+    let (_, _, web_deps, _, web_ready, web_health, _) = &parsed[1];
+    assert_eq!(web_deps[0].0.condition, Condition::Completed);
+    assert!(matches!(
+        web_ready,
+        ReadySpec::Check(CheckSpec {
+            probe: Probe::Http(_),
+            ..
+        })
+    ));
+    assert!(web_health.is_some());
+    let (_, _, worker_deps, _, worker_ready, worker_health, worker_wd) = &parsed[2];
+    assert_eq!(worker_deps[0].0.condition, Condition::Ready);
+    assert_eq!(*worker_ready, ReadySpec::Notify);
+    assert_eq!(*worker_wd, Some(Duration::from_secs(30)));
+    let h = worker_health.as_ref().unwrap();
+    let Probe::Exec(argv) = &h.check.probe else {
+        panic!()
+    };
+    assert_eq!(argv[..2], ["sh", "-c"]);
+    assert!(argv[2].starts_with("python3 -c 'import os"), "{argv:?}");
+    assert_eq!((h.retries, h.start_period), (2, Duration::from_secs(5)));
+}
