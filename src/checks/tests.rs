@@ -327,3 +327,68 @@ fn checks_through_the_runner_report_with_their_key() {
         );
     });
 }
+
+fn cpu(who: i32) -> Duration {
+    // SAFETY: plain syscall with a valid out-pointer.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut u) };
+    let t = |v: libc::timeval| Duration::new(v.tv_sec as u64, v.tv_usec as u32 * 1000);
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// CPU of the checking side per 1000 checks, run one after another (as a timer would):
+/// `cargo test --release --lib -- --ignored --nocapture cpu_per_1000_checks`.
+#[test]
+#[ignore]
+fn cpu_per_1000_checks() {
+    let port = closed_port();
+    let mut srv = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    rt().block_on(async {
+        let u = url(port, "/");
+        let deadline = soon(20_000);
+        while !http(&u, ms(1000)).await.ok {
+            assert!(
+                Instant::now() < deadline,
+                "python http.server did not start"
+            );
+            tokio::time::sleep(ms(50)).await;
+        }
+        let (c0, t0) = (cpu(libc::RUSAGE_SELF), Instant::now());
+        for _ in 0..1000 {
+            assert!(http(&u, ms(5000)).await.ok);
+        }
+        let (c1, t1) = (cpu(libc::RUSAGE_SELF), Instant::now());
+        println!(
+            "http: {:?} CPU in pmi per 1000 checks ({:?} wall)",
+            c1 - c0,
+            t1 - t0
+        );
+        let (s0, k0) = (cpu(libc::RUSAGE_SELF), cpu(libc::RUSAGE_CHILDREN));
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            let (o, _) = exec_check(&["true"], &ctx(), 5000).await;
+            assert!(o.ok);
+        }
+        let (s1, k1) = (cpu(libc::RUSAGE_SELF), cpu(libc::RUSAGE_CHILDREN));
+        println!(
+            "exec true: {:?} CPU in pmi + {:?} in the checks per 1000 ({:?} wall)",
+            s1 - s0,
+            k1 - k0,
+            t0.elapsed()
+        );
+    });
+    srv.kill().unwrap();
+    srv.wait().unwrap();
+}
