@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::config::checks::{HealthSpec, Probe, ReadySpec};
 use crate::os::notify::Notice;
 
 /// How long past its timeout a check may take to report before it counts as failed (the runner
@@ -57,6 +58,57 @@ pub struct Config {
     pub replacement: bool,
     pub health: Option<HealthTiming>,
     pub watchdog: Option<Duration>,
+}
+
+impl Config {
+    /// From the app's validated fields. `node_cluster`: a Node instance on a shared socket, whose
+    /// default readiness is "listening" rather than "spawned".
+    pub fn from_spec(
+        ready: &ReadySpec,
+        health: Option<&HealthSpec>,
+        watchdog: Option<Duration>,
+        listen_timeout: Duration,
+        node_cluster: bool,
+        replacement: bool,
+    ) -> Config {
+        let source = match ready {
+            ReadySpec::Spawned if node_cluster => Source::Listening,
+            ReadySpec::Spawned => Source::Spawned,
+            ReadySpec::Message => Source::Message,
+            ReadySpec::Notify => Source::Notify,
+            ReadySpec::Check(c) => Source::Check {
+                interval: c.interval,
+                timeout: c.timeout,
+            },
+        };
+        Config {
+            source,
+            listen_timeout,
+            replacement,
+            health: health.map(|h| HealthTiming {
+                interval: h.check.interval,
+                timeout: h.check.timeout,
+                retries: h.retries,
+                start_period: h.start_period,
+            }),
+            watchdog,
+        }
+    }
+
+    /// The probe to run for a `RunCheck` of this kind, if the spec has one.
+    pub fn probe<'a>(
+        kind: CheckKind,
+        ready: &'a ReadySpec,
+        health: Option<&'a HealthSpec>,
+    ) -> Option<&'a Probe> {
+        match kind {
+            CheckKind::Ready => match ready {
+                ReadySpec::Check(c) => Some(&c.probe),
+                _ => None,
+            },
+            CheckKind::Health => health.map(|h| &h.check.probe),
+        }
+    }
 }
 
 /// Why the instance counts as online.
@@ -542,3 +594,7 @@ fn no_result(waited: Duration) -> LastCheck {
 #[cfg(test)]
 #[path = "readiness_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "readiness_loop_tests.rs"]
+mod loop_tests;
