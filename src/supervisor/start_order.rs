@@ -167,6 +167,34 @@ pub fn gates(apps: &[OrderInput<'_>]) -> Vec<Gate> {
     out
 }
 
+/// Whether the container is ready (pmi's own `READY=1`, `/readyz`, `pmi health --ready`): every
+/// autostart app is ready or completed with success. `Err` is the one-line reason of the first
+/// app that holds it back, for the probe's log.
+pub fn container_ready<'a>(
+    apps: impl IntoIterator<Item = (&'a str, bool, AppFacts, &'a Gate)>,
+) -> Result<(), String> {
+    for (name, autostart, f, gate) in apps {
+        if !autostart || f.ready || f.completed == Some(true) {
+            continue;
+        }
+        let why = match (gate, f) {
+            (Gate::Blocked(_) | Gate::Waiting(_), _) => gate.describe().unwrap_or_default(),
+            (_, AppFacts { errored: true, .. }) => "errored".to_string(),
+            (
+                _,
+                AppFacts {
+                    completed: Some(false),
+                    ..
+                },
+            ) => "exited with a failure".to_string(),
+            (_, AppFacts { started: false, .. }) => "not started".to_string(),
+            _ => "not ready yet".to_string(),
+        };
+        return Err(format!("{name}: {why}"));
+    }
+    Ok(())
+}
+
 fn gate(waits: Vec<Wait>, blocks: Vec<Block>) -> Gate {
     if !blocks.is_empty() {
         Gate::Blocked(blocks)
@@ -323,6 +351,39 @@ mod tests {
         assert!(
             b[0].reason.contains("by") || b[0].reason.contains("blocked: migrate"),
             "{b:?}"
+        );
+    }
+
+    #[test]
+    fn container_readiness_names_what_holds_it_back() {
+        let waiting = Gate::Waiting(vec![Wait {
+            app: "migrate".into(),
+            condition: Condition::Completed,
+        }]);
+        let go = Gate::Go;
+        assert_eq!(
+            container_ready([
+                ("m", true, DONE_OK, &go),
+                ("web", true, READY, &go),
+                ("manual", false, NEW, &go)
+            ]),
+            Ok(())
+        );
+        assert_eq!(
+            container_ready([("m", true, RUNNING, &go)]),
+            Err("m: not ready yet".into())
+        );
+        assert_eq!(
+            container_ready([("web", true, NEW, &waiting)]),
+            Err("web: waiting on migrate (completed)".into())
+        );
+        assert_eq!(
+            container_ready([("m", true, DONE_BAD, &go)]),
+            Err("m: exited with a failure".into())
+        );
+        assert_eq!(
+            container_ready([("m", true, ERRORED, &go)]),
+            Err("m: errored".into())
         );
     }
 
