@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram as StdDatagram};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::net::UnixDatagram;
 
@@ -327,11 +327,6 @@ pub fn instance_vars(
         }
     }
     v
-}
-
-/// Whether a path is usable for a path-form socket (sun_path holds 107 bytes).
-pub fn path_fits(p: &Path) -> bool {
-    p.as_os_str().len() < 108
 }
 
 #[cfg(test)]
