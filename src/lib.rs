@@ -9,6 +9,7 @@
 //! one way too (checked by tests/architecture.rs).
 
 pub mod api;
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod control;

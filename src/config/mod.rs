@@ -4,6 +4,7 @@
 //! column), then validated into domain types (`spec`), collecting every problem with its location
 //! before failing. An app is never dropped silently.
 
+pub mod checks;
 mod convert;
 mod cron;
 mod diag;
