@@ -10,6 +10,7 @@ mod diag;
 mod fields;
 mod interp;
 mod js;
+mod listen;
 mod json;
 mod source;
 pub mod spec;
@@ -23,6 +24,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use listen::{fd_name, parse_text as parse_listen_addr, ListenAddr, MAX_LISTEN};
 pub use spec::*;
 
 /// What the command line adds to loading.
