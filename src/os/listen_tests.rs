@@ -134,13 +134,14 @@ fn unix_paths_missing_dir_non_socket_stale_and_live() {
     let l = std::os::unix::net::UnixListener::from(fd);
     let t = std::thread::spawn(move || {
         l.accept().unwrap().0.write_all(b"ok").unwrap();
+        l
     });
     let mut s = String::new();
     UnixStream::connect(&path)
         .unwrap()
         .read_to_string(&mut s)
         .unwrap();
-    t.join().unwrap();
+    let l = t.join().unwrap();
     assert_eq!(s, "ok");
     let e = bind(&ListenAddr::Unix { path: path.clone() })
         .unwrap_err()
