@@ -11,6 +11,7 @@ pub mod control;
 pub mod exit;
 pub mod http;
 pub mod logs;
+pub mod node;
 pub mod os;
 pub mod run;
 pub mod single;
