@@ -54,7 +54,11 @@ impl Inst {
         let e = rt.block_on(async { tokio::time::timeout(limit, r.next()).await });
         match e {
             Ok(Some(e)) => e,
-            other => panic!("no event from pid {}: {other:?}\n{}", self.pid, self.output()),
+            other => panic!(
+                "no event from pid {}: {other:?}\n{}",
+                self.pid,
+                self.output()
+            ),
         }
     }
 
@@ -106,12 +110,18 @@ fn drain(fd: Option<OwnedFd>, into: Arc<Mutex<String>>) {
     }
 }
 
+/// A Node instance's extras: the preload memfd, its address → fd map, and on-demand sharing.
+type NodeParts<'a> = (&'a OwnedFd, Vec<(String, i32)>, bool);
+
+/// Per-pid answer counts and the failures, as one load thread returns them.
+type Tally = (BTreeMap<i32, u64>, Vec<String>);
+
 /// What one spawn gets.
 struct Launch<'a> {
     argv: Vec<OsString>,
     listeners: &'a [Listener],
     /// The preload's map (address key → fd), for Node.
-    node: Option<(&'a OwnedFd, Vec<(String, i32)>, bool)>,
+    node: Option<NodeParts<'a>>,
     env: Vec<(OsString, OsString)>,
     uid: Option<u32>,
 }
@@ -140,7 +150,10 @@ fn start(rt: &tokio::runtime::Runtime, l: Launch<'_>) -> Inst {
         fds.push(memfd.as_fd());
         env.extend(channel::child_env(3 + n));
         env.extend(shim::env(map, *share));
-        let cmd: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let cmd: Vec<String> = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         argv = shim::node_command(&cmd, 0, 4 + n);
     }
     let req = SpawnRequest {
@@ -209,13 +222,20 @@ fn get_pid(addr: SocketAddr, path: &str) -> Result<i32, String> {
 }
 
 fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or(format!("no reply: {text:?}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or(format!("no reply: {text:?}"))?;
     if !(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")) {
         return Err(format!("status: {head}"));
     }
@@ -228,7 +248,7 @@ struct Load {
     seen: Arc<Mutex<std::collections::BTreeSet<i32>>>,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<(BTreeMap<i32, u64>, Vec<String>)>>,
+    threads: Vec<std::thread::JoinHandle<Tally>>,
 }
 
 impl Load {
@@ -269,17 +289,21 @@ impl Load {
 
     /// Waits until at least `n` requests were sent and every pid of `pids` has answered.
     fn until_all_answer(&self, n: u64, pids: &[i32]) {
-        wait_until(&format!("{n} requests and an answer from each of {pids:?}"), secs(10.0), || {
-            let seen = self.seen.lock().unwrap();
-            self.sent() >= n && pids.iter().all(|p| seen.contains(p))
-        });
+        wait_until(
+            &format!("{n} requests and an answer from each of {pids:?}"),
+            secs(10.0),
+            || {
+                let seen = self.seen.lock().unwrap();
+                self.sent() >= n && pids.iter().all(|p| seen.contains(p))
+            },
+        );
     }
 
     fn sent(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
     }
 
-    fn finish(self) -> (BTreeMap<i32, u64>, Vec<String>) {
+    fn finish(self) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
         let mut pids = BTreeMap::new();
         let mut failures = Vec::new();
@@ -294,17 +318,24 @@ impl Load {
     }
 }
 
-/// Fds this test process holds without close-on-exec (from whoever ran `cargo test`): every
-/// child inherits them, pmi or not.
-fn inherited_here() -> Vec<i32> {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd: &i32| {
-            // SAFETY: F_GETFD on a number is harmless.
-            fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC == 0
-        })
-        .collect()
+/// Loads `addr` until `n` requests were sent and every instance answered; no failure allowed.
+fn serve_from_all(addr: SocketAddr, insts: &[Inst], n: u64) -> BTreeMap<i32, u64> {
+    let load = Load::start(addr, 4, 20_000, secs(12.0));
+    let want: Vec<i32> = insts.iter().map(|i| i.pid).collect();
+    load.until_all_answer(n, &want);
+    let (pids, failures) = load.finish();
+    assert_no_failures(&failures, insts);
+    pids
+}
+
+fn assert_no_failures(failures: &[String], insts: &[Inst]) {
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        insts.first().map(Inst::output).unwrap_or_default()
+    );
 }
 
 fn loopback_listener() -> (Vec<Listener>, SocketAddr) {
@@ -316,102 +347,120 @@ fn loopback_listener() -> (Vec<Listener>, SocketAddr) {
     (ls, addr)
 }
 
-#[test]
-fn node_instances_share_one_socket_and_roll_without_losing_a_request() {
-    let rt = rt();
-    let memfd = shim::memfd().unwrap();
-    let (ls, addr) = loopback_listener();
-    // The app calls listen(3000); pmi's socket is fd 3.
-    let map = || vec![("3000".to_string(), 3)];
-    let mut insts: Vec<Inst> = (0..3)
-        .map(|_| start(&rt, node_launch(&memfd, "http_app.js", map(), false, &ls)))
+/// The app calls listen(3000); pmi's socket is fd 3.
+fn map3000() -> Vec<(String, i32)> {
+    vec![("3000".to_string(), 3)]
+}
+
+/// `count` instances of the http app on `ls`, each past its 'ready' and 'listening' messages.
+fn http_instances(
+    rt: &tokio::runtime::Runtime,
+    memfd: &OwnedFd,
+    ls: &[Listener],
+    count: usize,
+) -> Vec<Inst> {
+    let mut insts: Vec<Inst> = (0..count)
+        .map(|_| start(rt, node_launch(memfd, "http_app.js", map3000(), false, ls)))
         .collect();
     for i in &mut insts {
-        let mut got = vec![i.event(&rt, secs(20.0)), i.event(&rt, secs(20.0))];
+        let mut got = vec![i.event(rt, secs(20.0)), i.event(rt, secs(20.0))];
         got.sort_by_key(|e| format!("{e:?}"));
-        assert_eq!(
-            got,
-            [Event::Listening { port: Some(3000) }, Event::Ready],
-            "{}",
-            i.output()
-        );
+        let want = [Event::Listening { port: Some(3000) }, Event::Ready];
+        assert_eq!(got, want, "{}", i.output());
     }
+    insts
+}
 
-    // Every instance answers on the one socket.
-    let load = Load::start(addr, 4, 20_000, secs(12.0));
-    let want: Vec<i32> = insts.iter().map(|i| i.pid).collect();
-    load.until_all_answer(400, &want);
-    let (pids, failures) = load.finish();
-    assert!(failures.is_empty(), "{} failures: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    for p in &want {
-        assert!(pids.contains_key(p), "pid {p} never answered: {pids:?}");
-    }
-
-    // What the app sees of itself: its own main module, pmi's address, a clean command line.
+/// What the app sees of itself and what its own children inherit.
+fn check_app_view(addr: SocketAddr) {
+    // Its own main module, pmi's address, a command line without the preload.
     let info: serde_json::Value = serde_json::from_str(&get(addr, "/info").unwrap()).unwrap();
     assert_eq!(info["main"], true, "{info}");
-    assert_eq!(info["argv"], serde_json::json!([app("http_app.js")]), "{info}");
+    assert_eq!(
+        info["argv"],
+        serde_json::json!([app("http_app.js")]),
+        "{info}"
+    );
     assert_eq!(info["execArgv"], serde_json::json!([]), "{info}");
     assert_eq!(info["address"]["port"], addr.port(), "{info}");
-    // The app's children inherit none of pmi's fds or variables.
+    // None of pmi's fds or variables reach the app's children (`ls -l /proc/self/fd` there).
     let child = get(addr, "/child").unwrap();
     let mut lines = child.lines();
-    let fds: Vec<&str> = lines
+    // (fds the test process itself inherited reach every child, pmi or not)
+    let inherited = pmi::os::spawn::inheritable_fds();
+    let leaked: Vec<&str> = lines
         .next()
         .unwrap()
         .split_whitespace()
         .filter(|kv| !kv.contains("->/proc/")) // ls's own directory
         .filter_map(|kv| kv.split("->").next())
-        .collect();
-    let inherited = inherited_here();
-    let leaked: Vec<&str> = fds
-        .iter()
-        .copied()
         .filter(|f| !["0", "1", "2"].contains(f))
         .filter(|f| !inherited.contains(&f.parse::<i32>().unwrap_or(-1)))
         .collect();
-    assert!(leaked.is_empty(), "the app's child holds {leaked:?}: {child}");
-    assert_eq!(lines.next().unwrap().split(' ').nth(1), Some("NC="), "{child}");
-    assert!(child.contains("PM=\n") || child.trim_end().ends_with("PM="), "{child}");
+    assert!(
+        leaked.is_empty(),
+        "the app's child holds {leaked:?}: {child}"
+    );
+    // LISTEN_PID stays (it names the app, not the child); the channel and the map are gone.
+    let env = lines.next().unwrap();
+    assert!(env.contains(" NC= PM="), "{child}");
+}
 
-    // Rolling replacement under load: start new, wait for Listening, SIGTERM old.
-    let load = Load::start(addr, 4, 100_000, secs(60.0));
-    let mut new_pids = Vec::new();
-    for k in 0..insts.len() {
-        let mut fresh = start(&rt, node_launch(&memfd, "http_app.js", map(), false, &ls));
-        loop {
-            match fresh.event(&rt, secs(20.0)) {
-                Event::Listening { .. } => break,
-                Event::Ready => continue,
-                e => panic!("{e:?}: {}", fresh.output()),
-            }
-        }
-        new_pids.push(fresh.pid);
-        let mut old = std::mem::replace(&mut insts[k], fresh);
-        let status = old.term();
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{}", old.output());
-    }
-    let before = load.sent();
-    wait_until("requests after the roll", secs(10.0), || load.sent() >= before + 100);
-    let (pids, failures) = load.finish();
-    assert!(failures.is_empty(), "{} failures during the roll: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    let total: u64 = pids.values().sum();
-    assert!(total >= 100, "{pids:?}");
-    assert!(new_pids.iter().any(|p| pids.contains_key(p)), "{pids:?}");
+#[test]
+fn node_instances_share_one_socket_and_get_pm2_messages() {
+    let rt = rt();
+    let memfd = shim::memfd().unwrap();
+    let (ls, addr) = loopback_listener();
+    let mut insts = http_instances(&rt, &memfd, &ls, 3);
+    let pids = serve_from_all(addr, &insts, 400);
+    eprintln!("3 instances, one socket: {pids:?}");
+    check_app_view(addr);
 
     // pm2's 'shutdown' message reaches process.on('message'); the channel then closes.
     let w = insts[0].writer.clone().unwrap();
     rt.block_on(w.send_shutdown()).unwrap();
-    // (A replacement's 'ready' may still be queued: only the close matters here.)
-    while insts[0].event(&rt, secs(10.0)) != Event::Closed {}
+    assert_eq!(insts[0].event(&rt, secs(10.0)), Event::Closed);
     let status = insts[0].wait_exit(secs(10.0));
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     wait_until("the app says why it stops", secs(10.0), || {
         insts[0].output().contains("stopping: shutdown message")
     });
     // The others still serve on the same socket.
-    let p = get_pid(addr, "/").unwrap();
-    assert!(insts[1..].iter().any(|i| i.pid == p));
+    serve_from_all(addr, &insts[1..], 100);
+}
+
+#[test]
+fn a_rolling_replacement_under_load_loses_no_request() {
+    let rt = rt();
+    let memfd = shim::memfd().unwrap();
+    let (ls, addr) = loopback_listener();
+    let mut insts = http_instances(&rt, &memfd, &ls, 2);
+    // Start new, wait for its Listening, SIGTERM the old one, for each instance, twice.
+    let load = Load::start(addr, 4, 100_000, secs(60.0));
+    let mut new_pids = Vec::new();
+    for round in 0..2 {
+        for slot in insts.iter_mut() {
+            load.until_all_answer(50 * (round + 1), &[slot.pid]);
+            let mut fresh = start(
+                &rt,
+                node_launch(&memfd, "http_app.js", map3000(), false, &ls),
+            );
+            while fresh.event(&rt, secs(20.0)) != (Event::Listening { port: Some(3000) }) {}
+            new_pids.push(fresh.pid);
+            let mut old = std::mem::replace(slot, fresh);
+            let status = old.term();
+            let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            assert!(clean, "{}", old.output());
+        }
+    }
+    let last: Vec<i32> = insts.iter().map(|i| i.pid).collect();
+    let before = load.sent();
+    load.until_all_answer(before + 100, &last);
+    let (pids, failures) = load.finish();
+    assert_no_failures(&failures, &insts);
+    let total: u64 = pids.values().sum();
+    eprintln!("rolling replacement: {total} requests, 0 failed, by pid {pids:?}");
+    assert!(new_pids.iter().all(|p| pids.contains_key(p)), "{pids:?}");
 }
 
 #[test]
@@ -421,7 +470,11 @@ fn an_esm_net_app_and_a_non_root_user_get_the_socket() {
     let (ls, addr) = loopback_listener();
     // A copy of the app where nobody can read it (the test's temp dirs are private).
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let script = dir.path().join("net_app.mjs");
     std::fs::copy(app("net_app.mjs"), &script).unwrap();
     let mut l = node_launch(&memfd, "net_app.mjs", vec![("4000".into(), 3)], false, &ls);
@@ -429,10 +482,19 @@ fn an_esm_net_app_and_a_non_root_user_get_the_socket() {
     l.env.push(("APP_PORT".into(), "4000".into()));
     l.uid = Some(65534);
     let mut inst = start(&rt, l);
-    assert_eq!(inst.event(&rt, secs(20.0)), Event::Listening { port: Some(4000) }, "{}", inst.output());
+    assert_eq!(
+        inst.event(&rt, secs(20.0)),
+        Event::Listening { port: Some(4000) },
+        "{}",
+        inst.output()
+    );
     assert_eq!(get_pid(addr, "/").unwrap(), inst.pid);
     let uid = std::fs::read_to_string(format!("/proc/{}/status", inst.pid)).unwrap();
-    assert!(uid.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")), "{uid}");
+    assert!(
+        uid.lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{uid}"
+    );
     inst.term();
 }
 
@@ -440,7 +502,11 @@ fn an_esm_net_app_and_a_non_root_user_get_the_socket() {
 fn without_listen_the_port_is_bound_on_demand_and_shared() {
     let rt = rt();
     let memfd = shim::memfd().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut shared = SharedPorts::new();
     let mut insts = Vec::new();
     for _ in 0..2 {
@@ -448,32 +514,44 @@ fn without_listen_the_port_is_bound_on_demand_and_shared() {
         l.env.push(("APP_PORT".into(), port.to_string().into()));
         let mut inst = start(&rt, l);
         // The preload asks; pmi binds once and answers with the socket.
-        assert_eq!(inst.event(&rt, secs(20.0)), Event::Bind { port }, "{}", inst.output());
+        assert_eq!(
+            inst.event(&rt, secs(20.0)),
+            Event::Bind { port },
+            "{}",
+            inst.output()
+        );
         let fd = shared.get_or_bind(port).unwrap();
-        rt.block_on(inst.writer.as_ref().unwrap().send_socket(port, fd)).unwrap();
-        assert_eq!(inst.event(&rt, secs(20.0)), Event::Listening { port: Some(port) }, "{}", inst.output());
+        rt.block_on(inst.writer.as_ref().unwrap().send_socket(port, fd))
+            .unwrap();
+        assert_eq!(
+            inst.event(&rt, secs(20.0)),
+            Event::Listening { port: Some(port) },
+            "{}",
+            inst.output()
+        );
         insts.push(inst);
     }
     assert_eq!(shared.ports().collect::<Vec<_>>(), [port]);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let load = Load::start(addr, 4, 20_000, secs(12.0));
-    let want: Vec<i32> = insts.iter().map(|i| i.pid).collect();
-    load.until_all_answer(200, &want);
-    let (pids, failures) = load.finish();
-    assert!(failures.is_empty(), "{} failures: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    for p in &want {
-        assert!(pids.contains_key(p), "pid {p} never answered: {pids:?}");
-    }
+    serve_from_all(addr, &insts, 200);
     // A refused bind becomes the server's 'error' (the app crashes as it would on EADDRINUSE).
     let mut l = node_launch(&memfd, "net_app.mjs", vec![], true, &[]);
     l.env.push(("APP_PORT".into(), "81".into()));
     let mut inst = start(&rt, l);
     assert_eq!(inst.event(&rt, secs(20.0)), Event::Bind { port: 81 });
-    rt.block_on(inst.writer.as_ref().unwrap().send_socket_error(81, "EACCES", "permission denied")).unwrap();
+    rt.block_on(
+        inst.writer
+            .as_ref()
+            .unwrap()
+            .send_socket_error(81, "EACCES", "permission denied"),
+    )
+    .unwrap();
     let status = inst.wait_exit(secs(10.0));
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0);
     // (Its output drains on another thread.)
-    wait_until("the app reports EACCES", secs(10.0), || inst.output().contains("listen EACCES"));
+    wait_until("the app reports EACCES", secs(10.0), || {
+        inst.output().contains("listen EACCES")
+    });
     for mut i in insts {
         i.term();
     }
@@ -497,14 +575,8 @@ fn a_python_app_serves_from_listen_fds() {
             )
         })
         .collect();
-    let load = Load::start(addr, 4, 20_000, secs(12.0));
-    let want: Vec<i32> = insts.iter().map(|i| i.pid).collect();
-    load.until_all_answer(400, &want);
-    let (pids, failures) = load.finish();
-    assert!(failures.is_empty(), "{} failures: {:?} {}", failures.len(), &failures[..failures.len().min(5)], insts[0].output());
-    for i in &insts {
-        assert!(pids.contains_key(&i.pid), "pid {} never answered: {pids:?} {}", i.pid, i.output());
-    }
+    let pids = serve_from_all(addr, &insts, 400);
+    eprintln!("python, LISTEN_FDS: {pids:?}");
     for i in &mut insts {
         i.term();
     }

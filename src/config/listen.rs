@@ -102,7 +102,10 @@ pub fn parse_listen(node: &Node) -> Result<Vec<ListenAddr>, Vec<ListenError>> {
     };
     let mut errors = Vec::new();
     if items.is_empty() {
-        errors.push(err(node.pos, "is an empty list; give a port (3000) or a list of addresses, or remove the key".into()));
+        errors.push(err(
+            node.pos,
+            "is an empty list; give a port (3000) or a list of addresses, or remove the key".into(),
+        ));
     }
     if items.len() > MAX_LISTEN {
         errors.push(err(
@@ -158,7 +161,12 @@ fn one(n: &Node) -> Result<ListenAddr, String> {
     let text = match &n.value {
         Value::Num(_) => n.to_env_string(),
         Value::Str(s) => s.trim().to_string(),
-        _ => return Err(format!("must be a port or an address, not {}; {HINT}", n.kind())),
+        _ => {
+            return Err(format!(
+                "must be a port or an address, not {}; {HINT}",
+                n.kind()
+            ))
+        }
     };
     parse_text(&text).map_err(|why| format!("{} {why}; {HINT}", n.show()))
 }
@@ -196,7 +204,9 @@ pub fn parse_text(t: &str) -> Result<ListenAddr, String> {
 
 fn port(p: &str) -> Result<u16, String> {
     match p.parse::<u32>() {
-        Ok(0) => Err("has port 0, which would pick a random port for each bind; give a fixed port".into()),
+        Ok(0) => Err(
+            "has port 0, which would pick a random port for each bind; give a fixed port".into(),
+        ),
         Ok(n) if n <= 65535 => Ok(n as u16),
         _ => Err(format!("has port {p:?}, which is not a port (1 to 65535)")),
     }
@@ -223,9 +233,7 @@ fn unix(p: &str) -> Result<ListenAddr, String> {
 /// Two addresses that cannot both be bound: the same one, or a bare port and a host on it.
 fn overlaps(a: &ListenAddr, b: &ListenAddr) -> bool {
     match (a, b) {
-        (ListenAddr::Any { port: x }, o) | (o, ListenAddr::Any { port: x }) => {
-            o.port() == Some(*x)
-        }
+        (ListenAddr::Any { port: x }, o) | (o, ListenAddr::Any { port: x }) => o.port() == Some(*x),
         _ => a == b,
     }
 }
@@ -295,7 +303,11 @@ mod tests {
         let errs = parse_listen(&n).unwrap_err();
         let lines: Vec<usize> = errs.iter().map(|e| e.pos.line).collect();
         assert_eq!(lines, vec![3, 4, 5, 6, 7, 8, 9, 10, 11]);
-        assert!(errs[0].message.contains("not a port"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("not a port"),
+            "{}",
+            errs[0].message
+        );
         assert!(errs[1].message.contains("not an IP address"));
         assert!(errs[2].message.contains("brackets"));
         assert!(errs[5].message.contains("random port"));

@@ -263,7 +263,10 @@ impl Reader {
             self.stats.garbage += 1;
             return;
         };
-        let port = v.get("port").and_then(|p| p.as_u64()).and_then(|p| u16::try_from(p).ok());
+        let port = v
+            .get("port")
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u16::try_from(p).ok());
         match v.get("pmi").and_then(|k| k.as_str()) {
             Some("listening") => {
                 if self.seen_listening.contains(&port) || self.seen_listening.len() >= 64 {
@@ -274,7 +277,11 @@ impl Reader {
                 }
             }
             Some("bind") => match port {
-                Some(p) if p > 0 && !self.binds.contains(&p) && self.binds.len() < MAX_BIND_REQUESTS => {
+                Some(p)
+                    if p > 0
+                        && !self.binds.contains(&p)
+                        && self.binds.len() < MAX_BIND_REQUESTS =>
+                {
                     self.binds.push(p);
                     self.events.push_back(Event::Bind { port: p });
                 }
@@ -347,7 +354,9 @@ impl Writer {
             let mut fd = fd.map(|f| f.as_raw_fd());
             while off < line.len() {
                 self.s.writable().await?;
-                let r = self.s.try_io(Interest::WRITABLE, || send(&self.s, &line[off..], fd));
+                let r = self
+                    .s
+                    .try_io(Interest::WRITABLE, || send(&self.s, &line[off..], fd));
                 match r {
                     Ok(n) => {
                         off += n;

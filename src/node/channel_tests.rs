@@ -94,7 +94,9 @@ fn an_endless_flood_neither_blocks_nor_bloats_pmi() {
             let junk = "{\"type\":\"metric\",\"v\":1}\n\"ready\"\nno\n".repeat(1000);
             let mut sent = 0usize;
             // Non-stop writes; the socket fills and the writer blocks, like a busy app.
-            child.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+            child
+                .set_write_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
             while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(n) = child.write(junk.as_bytes()) {
                     sent += n;
@@ -135,7 +137,10 @@ fn an_endless_flood_neither_blocks_nor_bloats_pmi() {
         // ~1 MiB/s for ~2.5 s: well under what the app tried to send.
         let read_bytes = s.lines * 25;
         assert!(read_bytes < 8 * 1024 * 1024, "{s:?}, sent {sent}");
-        assert!(worst < Duration::from_millis(500), "ticker starved: {worst:?}");
+        assert!(
+            worst < Duration::from_millis(500),
+            "ticker starved: {worst:?}"
+        );
         assert!(r.line.capacity() <= MAX_LINE);
     });
 }

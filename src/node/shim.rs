@@ -30,9 +30,8 @@ pub const MAIN_FLAG: &str = "--preserve-symlinks-main";
 pub fn memfd() -> io::Result<OwnedFd> {
     let name = c"pmi-node-preload";
     // SAFETY: a plain syscall with a valid C string.
-    let fd = unsafe {
-        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -129,7 +128,15 @@ mod tests {
         let v: Vec<&str> = v.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(
             v,
-            ["node", "--max-old-space-size=64", MAIN_FLAG, "/proc/self/fd/6", "app.js", "--port", "1"]
+            [
+                "node",
+                "--max-old-space-size=64",
+                MAIN_FLAG,
+                "/proc/self/fd/6",
+                "app.js",
+                "--port",
+                "1"
+            ]
         );
         assert!(is_node("/usr/bin/node") && is_node("nodejs") && !is_node("python3"));
         let e = env(&[("3000".into(), 3), ("unix:/run/a.sock".into(), 4)], true);

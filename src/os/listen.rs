@@ -108,9 +108,7 @@ pub fn bind(addr: &ListenAddr) -> Result<OwnedFd, BindError> {
         ListenAddr::Any { port } => {
             let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), *port);
             match bind_tcp(v6, true) {
-                Err(e) if no_ipv6(&e) => {
-                    bind_tcp(SocketAddr::from(([0, 0, 0, 0], *port)), false)
-                }
+                Err(e) if no_ipv6(&e) => bind_tcp(SocketAddr::from(([0, 0, 0, 0], *port)), false),
                 r => r,
             }
             .map_err(|e| BindError::os(addr, &e))
@@ -229,13 +227,15 @@ pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     match i32::from(st.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin: libc::sockaddr_in = unsafe { std::ptr::read((&st as *const libc::sockaddr_storage).cast()) };
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((&st as *const libc::sockaddr_storage).cast()) };
             let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
             Ok(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&st as *const libc::sockaddr_storage).cast()) };
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((&st as *const libc::sockaddr_storage).cast()) };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Ok(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
         }
@@ -266,8 +266,7 @@ fn bind_unix(addr: &ListenAddr, path: &Path) -> Result<OwnedFd, BindError> {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(BindError::msg(
                     addr,
-                    "another process listens on this socket; stop it or choose another path"
-                        .into(),
+                    "another process listens on this socket; stop it or choose another path".into(),
                 ));
             }
             std::fs::remove_file(path).map_err(|e| BindError::os(addr, &e))?;
@@ -296,9 +295,15 @@ fn bind_unix(addr: &ListenAddr, path: &Path) -> Result<OwnedFd, BindError> {
     }
     let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
     // SAFETY: `sun` is a valid sockaddr_un of `len` bytes.
-    check(unsafe { libc::bind(fd.as_raw_fd(), (&sun as *const libc::sockaddr_un).cast(), len) })
-        .and_then(|()| check(unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) }))
-        .map_err(|e| BindError::os(addr, &e))?;
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    })
+    .and_then(|()| check(unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) }))
+    .map_err(|e| BindError::os(addr, &e))?;
     Ok(fd)
 }
 
@@ -355,7 +360,9 @@ impl SharedPorts {
             if self.ports.len() >= MAX_SHARED_PORTS {
                 return Err(BindError::msg(
                     &addr,
-                    format!("the app already has {MAX_SHARED_PORTS} shared ports; no more are bound"),
+                    format!(
+                        "the app already has {MAX_SHARED_PORTS} shared ports; no more are bound"
+                    ),
                 ));
             }
             let fd = bind(&addr)?;

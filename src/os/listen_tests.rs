@@ -73,7 +73,10 @@ fn in_use_and_forbidden_ports_name_the_reason() {
     let e = bind(&a).unwrap_err();
     assert_eq!(e.errno, Some(libc::EADDRINUSE));
     let text = e.to_string();
-    assert!(text.starts_with(&format!("cannot listen on {a}: ")), "{text}");
+    assert!(
+        text.starts_with(&format!("cannot listen on {a}: ")),
+        "{text}"
+    );
     assert!(text.contains("EADDRINUSE"), "{text}");
     // bind_all is all or nothing: the first address is closed again when the second fails.
     let free = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -162,7 +165,10 @@ fn listen_env_names_every_fd_and_the_first_port() {
             .map(|(_, v)| v.to_string_lossy().into_owned())
     };
     assert_eq!(get("LISTEN_FDS").as_deref(), Some("2"));
-    assert_eq!(get("LISTEN_FDNAMES").as_deref(), Some("127.0.0.1_0:[__1]_0"));
+    assert_eq!(
+        get("LISTEN_FDNAMES").as_deref(),
+        Some("127.0.0.1_0:[__1]_0")
+    );
     assert_eq!(get("PORT"), Some(port.to_string()));
     assert_eq!(get("LISTEN_PID"), None, "set in the child, not here");
     assert!(listen_env(&ls, true).iter().all(|(k, _)| k != "PORT"));
@@ -195,5 +201,8 @@ fn shared_ports_bind_once_and_are_capped() {
     drop(l);
     let e = sp.get_or_bind(p).unwrap_err().to_string();
     assert!(e.contains("16 shared ports"), "{e}");
-    assert!(sp.get_or_bind(port).is_ok(), "an existing port still answers");
+    assert!(
+        sp.get_or_bind(port).is_ok(),
+        "an existing port still answers"
+    );
 }

@@ -168,6 +168,21 @@ pub fn spawn_with(req: &SpawnRequest<'_>, pass: &Pass<'_>) -> Result<Spawned, Sp
     })
 }
 
+/// The fds above 2 this process holds without close-on-exec. Every child inherits them (std
+/// closes nothing), so apps-file mode can close-on-exec them at start to keep SPEC §3's "only
+/// fds 0–2 plus `listen` sockets"; tests use it to tell pmi's leaks from their launcher's.
+pub fn inheritable_fds() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd: &i32| {
+            // SAFETY: F_GETFD only reads the flags of a descriptor number.
+            fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC == 0
+        })
+        .collect()
+}
+
 /// Maps an exec failure to the shell's codes: 127 not found, 126 found but not executable.
 fn exec_error(program: &str, e: &io::Error) -> SpawnError {
     let code = match e.raw_os_error() {

@@ -49,7 +49,11 @@ fn cstr(s: &std::ffi::OsStr, what: &str) -> io::Result<CString> {
 impl Image {
     /// The environment is `env` with each name once (the last value wins, as std's `envs`), plus
     /// a `LISTEN_PID` hole when `listen_pid` (replacing any `LISTEN_PID` in `env`).
-    pub fn new(argv: &[OsString], env: &[(OsString, OsString)], listen_pid: bool) -> io::Result<Image> {
+    pub fn new(
+        argv: &[OsString],
+        env: &[(OsString, OsString)],
+        listen_pid: bool,
+    ) -> io::Result<Image> {
         let args: Vec<CString> = argv
             .iter()
             .map(|a| cstr(a, "an argument"))
@@ -218,7 +222,11 @@ mod tests {
             .env_ptrs
             .iter()
             .take_while(|p| !p.is_null())
-            .map(|p| unsafe { std::ffi::CStr::from_ptr(*p) }.to_string_lossy().into_owned())
+            .map(|p| {
+                unsafe { std::ffi::CStr::from_ptr(*p) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         assert_eq!(entries, ["A=2", "LISTEN_PID=4242"]);
         img.fill_pid(7);

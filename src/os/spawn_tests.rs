@@ -6,19 +6,9 @@ use std::path::Path;
 
 use super::*;
 
-/// Fds this test process holds without close-on-exec (inherited from whoever ran `cargo test`):
-/// every child sees them, with or without pmi; they are not ours to judge.
-fn inherited_here() -> Vec<i32> {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd: &i32| fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC == 0)
-        .collect()
-}
-
 /// The fds a child listed, minus the listing's own and the inherited ones.
 fn child_fds(line: &str) -> Vec<i32> {
-    let skip = inherited_here();
+    let skip = inheritable_fds();
     let mut v: Vec<i32> = line
         .trim_matches(['[', ']'])
         .split(", ")
@@ -94,7 +84,10 @@ fn fds_land_at_3_and_4_with_listen_pid_of_the_child() {
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     let first: Vec<&str> = lines[0].split(' ').collect();
-    assert_eq!(first[0], first[1], "LISTEN_PID is the child's own pid: {out}");
+    assert_eq!(
+        first[0], first[1],
+        "LISTEN_PID is the child's own pid: {out}"
+    );
     assert_eq!(first[2], "2");
     assert_eq!(
         lines[1],
