@@ -27,6 +27,11 @@ fn app(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The node under test: `PMI_TEST_NODE` (e.g. Debian's Node 18), else the `node` on PATH.
+fn node_bin() -> OsString {
+    std::env::var_os("PMI_TEST_NODE").unwrap_or_else(|| "node".into())
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -204,7 +209,7 @@ fn node_launch<'a>(
     listeners: &'a [Listener],
 ) -> Launch<'a> {
     Launch {
-        argv: vec!["node".into(), app(script).into()],
+        argv: vec![node_bin(), app(script).into()],
         listeners,
         node: Some((memfd, map, share)),
         env: vec![],
@@ -245,6 +250,7 @@ fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
 /// A bounded load client: `clients` threads, each sequential, until `stop` or `max` requests
 /// in all or `limit` time. Every failure is counted and kept.
 struct Load {
+    failed: Arc<AtomicU64>,
     seen: Arc<Mutex<std::collections::BTreeSet<i32>>>,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
@@ -256,10 +262,12 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+        let failed = Arc::new(AtomicU64::new(0));
         let t0 = Instant::now();
         let threads = (0..clients)
             .map(|_| {
                 let (stop, done, seen) = (stop.clone(), done.clone(), seen.clone());
+                let failed = failed.clone();
                 std::thread::spawn(move || {
                     let mut pids = BTreeMap::new();
                     let mut failures = Vec::new();
@@ -272,7 +280,10 @@ impl Load {
                                 *pids.entry(p).or_insert(0) += 1;
                                 seen.lock().unwrap().insert(p);
                             }
-                            Err(e) => failures.push(e),
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                failures.push(e);
+                            }
                         }
                     }
                     (pids, failures)
@@ -280,6 +291,7 @@ impl Load {
             })
             .collect();
         Load {
+            failed,
             seen,
             stop,
             done,
@@ -289,14 +301,21 @@ impl Load {
 
     /// Waits until at least `n` requests were sent and every pid of `pids` has answered.
     fn until_all_answer(&self, n: u64, pids: &[i32]) {
-        wait_until(
-            &format!("{n} requests and an answer from each of {pids:?}"),
-            secs(10.0),
-            || {
-                let seen = self.seen.lock().unwrap();
-                self.sent() >= n && pids.iter().all(|p| seen.contains(p))
-            },
-        );
+        let deadline = Instant::now() + secs(10.0);
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if self.sent() >= n && pids.iter().all(|p| seen.contains(p)) {
+                return;
+            }
+            let failed = self.failed.load(Ordering::Relaxed);
+            assert!(
+                Instant::now() < deadline,
+                "no {n} requests with answers from each of {pids:?} in time: {} sent, \
+                 {failed} failed, answers from {seen:?}",
+                self.sent()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn sent(&self) -> u64 {
@@ -413,7 +432,14 @@ fn node_instances_share_one_socket_and_get_pm2_messages() {
     let (ls, addr) = loopback_listener();
     let mut insts = http_instances(&rt, &memfd, &ls, 3);
     let pids = serve_from_all(addr, &insts, 400);
-    eprintln!("3 instances, one socket: {pids:?}");
+    let version = std::process::Command::new(node_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    eprintln!(
+        "node {}: 3 instances, one socket: {pids:?}",
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
     check_app_view(addr);
 
     // pm2's 'shutdown' message reaches process.on('message'); the channel then closes.

@@ -185,6 +185,8 @@ fn shared_ports_bind_once_and_are_capped() {
     let first = sp.get_or_bind(port).unwrap().as_raw_fd();
     let again = sp.get_or_bind(port).unwrap().as_raw_fd();
     assert_eq!(first, again, "the same socket for every request");
+    let fl = unsafe { libc::fcntl(first, libc::F_GETFL) };
+    assert_ne!(fl & libc::O_NONBLOCK, 0, "Node 18 needs it non-blocking");
     assert!(sp.get_or_bind(0).is_err());
     // Fill up to the cap with free ports; the next new port is refused.
     let mut held = Vec::new();
