@@ -584,6 +584,51 @@ fn without_listen_the_port_is_bound_on_demand_and_shared() {
 }
 
 #[test]
+fn https_and_unix_path_servers_are_mapped_too() {
+    let rt = rt();
+    let memfd = shim::memfd().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let ls = listen::bind_all(&[
+        ListenAddr::Tcp {
+            addr: "127.0.0.1:0".parse().unwrap(),
+        },
+        ListenAddr::Unix { path: sock.clone() },
+    ])
+    .unwrap();
+    let map = vec![("3000".to_string(), 3), (shim::map_key(&ls[1].addr), 4)];
+    let mut l = node_launch(&memfd, "https_unix_app.js", map, false, &ls);
+    l.env.push(("APP_SOCK".into(), sock.clone().into()));
+    let mut inst = start(&rt, l);
+    let mut got = vec![inst.event(&rt, secs(20.0)), inst.event(&rt, secs(20.0))];
+    got.sort_by_key(|e| format!("{e:?}"));
+    let want = [
+        Event::Listening { port: None },
+        Event::Listening { port: Some(3000) },
+    ];
+    assert_eq!(got, want, "{}", inst.output());
+    // The Unix server answers on pmi's socket file; the https server accepts on pmi's port.
+    let mut reply = String::new();
+    std::os::unix::net::UnixStream::connect(&sock)
+        .unwrap()
+        .read_to_string(&mut reply)
+        .unwrap();
+    assert_eq!(reply, format!("pid {}\n", inst.pid));
+    let addr = ls[0].local_addr().unwrap();
+    let mut tls = TcpStream::connect(addr).unwrap();
+    // A TLS ClientHello start: the server answers (an alert: it has no certificate) or closes.
+    tls.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00])
+        .unwrap();
+    tls.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        tls.read(&mut buf).is_ok(),
+        "the https server handled the connection"
+    );
+    inst.term();
+}
+
+#[test]
 fn a_python_app_serves_from_listen_fds() {
     let rt = rt();
     let (ls, addr) = loopback_listener();
