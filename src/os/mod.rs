@@ -5,9 +5,17 @@
 
 pub mod cgroup;
 pub mod listen;
+pub mod notify;
 pub mod pid1;
 pub mod proc;
 pub mod reap;
 pub mod signals;
 pub mod spawn;
 pub mod strays;
+
+/// The current-thread runtime both supervising modes run on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
