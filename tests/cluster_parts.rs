@@ -379,7 +379,12 @@ fn http_instances(
     count: usize,
 ) -> Vec<Inst> {
     let mut insts: Vec<Inst> = (0..count)
-        .map(|_| start(rt, node_launch(memfd, "http_app.js", map3000(), false, ls)))
+        .map(|_| {
+            let mut l = node_launch(memfd, "http_app.js", map3000(), false, ls);
+            l.env
+                .push(("NODE_OPTIONS".into(), app_node_options().into()));
+            start(rt, l)
+        })
         .collect();
     for i in &mut insts {
         let mut got = vec![i.event(rt, secs(20.0)), i.event(rt, secs(20.0))];
@@ -388,6 +393,11 @@ fn http_instances(
         assert_eq!(got, want, "{}", i.output());
     }
     insts
+}
+
+/// The app's own NODE_OPTIONS (a preload of its own).
+fn app_node_options() -> String {
+    format!("--require {}", app("mark_preload.js").display())
 }
 
 /// What the app sees of itself and what its own children inherit.
@@ -402,6 +412,9 @@ fn check_app_view(addr: SocketAddr) {
     );
     assert_eq!(info["execArgv"], serde_json::json!([]), "{info}");
     assert_eq!(info["address"]["port"], addr.port(), "{info}");
+    // Its own NODE_OPTIONS still apply, untouched.
+    assert_eq!(info["preload"], true, "{info}");
+    assert_eq!(info["nodeOptions"], app_node_options(), "{info}");
     // None of pmi's fds or variables reach the app's children (`ls -l /proc/self/fd` there).
     let child = get(addr, "/child").unwrap();
     let mut lines = child.lines();

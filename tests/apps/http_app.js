@@ -18,6 +18,7 @@ const server = http.createServer((req, res) => {
     res.end(JSON.stringify({
       pid: process.pid, main: require.main === module, file: __filename,
       argv: process.argv.slice(1), execArgv: process.execArgv, address: server.address(),
+      preload: globalThis.appPreloadRan === true, nodeOptions: process.env.NODE_OPTIONS,
     }) + '\n');
     return;
   }
