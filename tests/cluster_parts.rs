@@ -129,6 +129,8 @@ struct Launch<'a> {
     node: Option<NodeParts<'a>>,
     env: Vec<(OsString, OsString)>,
     uid: Option<u32>,
+    /// Words run before the command (which must `exec` it, keeping the pid).
+    wrap: Vec<OsString>,
 }
 
 /// Spawns one instance the way the supervisor will: listen fds at 3.., then (Node) the IPC
@@ -161,6 +163,7 @@ fn start(rt: &tokio::runtime::Runtime, l: Launch<'_>) -> Inst {
             .collect();
         argv = shim::node_command(&cmd, 0, 4 + n);
     }
+    let argv: Vec<OsString> = l.wrap.into_iter().chain(argv).collect();
     let req = SpawnRequest {
         argv: &argv,
         cwd: Path::new("/"),
@@ -214,6 +217,7 @@ fn node_launch<'a>(
         node: Some((memfd, map, share)),
         env: vec![],
         uid: None,
+        wrap: vec![],
     }
 }
 
@@ -503,36 +507,50 @@ fn a_rolling_replacement_under_load_loses_no_request() {
 }
 
 #[test]
-fn an_esm_net_app_and_a_non_root_user_get_the_socket() {
+fn an_esm_net_app_as_nobody_on_a_read_only_root_gets_the_socket() {
     let rt = rt();
     let memfd = shim::memfd().unwrap();
     let (ls, addr) = loopback_listener();
-    // A copy of the app where nobody can read it (the test's temp dirs are private).
+    // A copy of the app that nobody may read (the test's temp dirs are private).
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), mode).unwrap();
     let script = dir.path().join("net_app.mjs");
     std::fs::copy(app("net_app.mjs"), &script).unwrap();
     let mut l = node_launch(&memfd, "net_app.mjs", vec![("4000".into(), 3)], false, &ls);
     l.argv[1] = script.into();
     l.env.push(("APP_PORT".into(), "4000".into()));
-    l.uid = Some(65534);
+    // In a mount namespace of its own, `/` read-only, then uid/gid 65534; each step execs, so
+    // the pid (and LISTEN_PID) is the one pmi spawned.
+    let ro = "mount --make-rprivate / && mount -o remount,bind,ro / && \
+              exec setpriv --reuid 65534 --regid 65534 --clear-groups \"$@\"";
+    l.wrap = ["unshare", "--mount", "sh", "-c", ro, "sh"]
+        .map(OsString::from)
+        .to_vec();
     let mut inst = start(&rt, l);
+    let listening = inst.event(&rt, secs(20.0));
     assert_eq!(
-        inst.event(&rt, secs(20.0)),
+        listening,
         Event::Listening { port: Some(4000) },
         "{}",
         inst.output()
     );
     assert_eq!(get_pid(addr, "/").unwrap(), inst.pid);
-    let uid = std::fs::read_to_string(format!("/proc/{}/status", inst.pid)).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", inst.pid)).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid.contains("65534"), "{uid}");
+    let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", inst.pid)).unwrap();
+    let root = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap();
     assert!(
-        uid.lines()
-            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
-        "{uid}"
+        root.split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
+        "{root}"
     );
     inst.term();
 }
@@ -655,6 +673,7 @@ fn a_python_app_serves_from_listen_fds() {
                     node: None,
                     env: vec![],
                     uid: None,
+                    wrap: vec![],
                 },
             )
         })
