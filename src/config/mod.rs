@@ -12,6 +12,7 @@ mod fields;
 mod interp;
 mod js;
 mod json;
+mod listen;
 mod source;
 pub mod spec;
 mod tree;
@@ -24,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use listen::{fd_name, parse_text as parse_listen_addr, ListenAddr, MAX_LISTEN};
 pub use spec::*;
 
 /// What the command line adds to loading.
