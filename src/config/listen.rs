@@ -5,10 +5,6 @@
 //! no file system); binding is `os::listen`'s job. Every element that does not parse is reported
 //! at its own line and column, and all of them at once.
 
-// `parse_listen`/`report` are called by the validator once its hook lands (after the
-// validate/ split); until then only the tests call them.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -113,6 +113,12 @@ pub struct AppSpec {
     pub instance_var: String,
     pub increment_var: Option<String>,
     pub port: Option<u16>,
+    /// `listen` (SPEC §9): the addresses pmi binds once and shares with every instance; relative
+    /// `unix:` paths already resolved against `cwd`.
+    pub listen: Vec<super::ListenAddr>,
+    /// Where each `listen` address was written (same order), for bind errors at start.
+    #[serde(skip)]
+    pub listen_at: Vec<super::Diagnostic>,
     pub max_memory_restart: Option<u64>,
     pub watch: Option<WatchSpec>,
     pub logs: LogFiles,

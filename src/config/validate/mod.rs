@@ -10,6 +10,7 @@
 mod deps;
 mod env;
 mod ids;
+mod listen;
 mod logs;
 mod process;
 mod restart;
@@ -189,6 +190,8 @@ impl Validator<'_> {
             .unwrap_or_else(|| "NODE_APP_INSTANCE".to_string());
         let increment_var = self.field(raw, "increment_var", |_, n| env::env_name(n));
         let port = self.field(raw, "port", |_, n| env::port(n));
+        let listen = self.listen(raw, &p.cwd);
+        self.cluster_notes(raw, &p, !listen.is_empty());
         let (uid, gid, groups, home) = self.ids(raw);
         if let Some(h) = home {
             env.entry("HOME".to_string()).or_insert(h);
@@ -247,6 +250,8 @@ impl Validator<'_> {
             instance_var,
             increment_var,
             port,
+            listen_at: listen.iter().map(|(_, d)| d.clone()).collect(),
+            listen: listen.into_iter().map(|(a, _)| a).collect(),
             max_memory_restart,
             watch,
             logs,

@@ -28,6 +28,8 @@ pub(crate) fn app(name: &str) -> AppSpec {
         instance_var: "NODE_APP_INSTANCE".into(),
         increment_var: None,
         port: None,
+        listen: vec![],
+        listen_at: vec![],
         max_memory_restart: None,
         watch: None,
         logs: LogFiles::default(),
