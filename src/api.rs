@@ -132,6 +132,9 @@ pub enum Op {
     Start(Target),
     Stop(Target),
     Restart(Target),
+    /// Rolling reload (SPEC §9): one instance at a time, the replacement ready before the old
+    /// one stops; answered once the reload is complete, with the new instances.
+    Reload(Target),
     Scale { app: String, count: ScaleCount },
     Signal { sig: i32, target: Target },
 }
@@ -170,6 +173,23 @@ pub enum OpError {
         index: u32,
         why: String,
     },
+    /// A reload's replacement failed; the old instance keeps serving and the reload stopped.
+    #[error("reload stopped at {name}:{index}: {why}; the old instance keeps serving{}", done_list(.done))]
+    ReloadFailed {
+        name: String,
+        index: u32,
+        why: String,
+        /// The instances replaced before it (`name:index`).
+        done: Vec<String>,
+    },
+}
+
+fn done_list(done: &[String]) -> String {
+    if done.is_empty() {
+        String::new()
+    } else {
+        format!(" (reloaded before it: {})", done.join(", "))
+    }
 }
 
 fn known_list(known: &[String]) -> String {

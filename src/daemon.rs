@@ -108,7 +108,13 @@ async fn serve(
         .filter(|(_, a)| a.watch.is_some())
         .map(|(i, a)| (i, a.clone()))
         .collect();
-    let sup = Supervisor::new(apps, settings.clone(), format, p1, file_name);
+    let mut sup = Supervisor::new(apps, settings.clone(), format, p1, file_name);
+    // `listen` sockets before anything starts: a bind failure is a config error (exit 2).
+    sup.bind_sockets().map_err(|errors| {
+        let mut lines: Vec<String> = errors.iter().map(|e| format!("pmi: error: {e}")).collect();
+        lines.push("pmi: nothing was started; fix the apps file's `listen`".into());
+        Failure::Usage(lines.join("\n"))
+    })?;
     let handle = sup.handle();
     if let Some(addr) = &settings.http {
         let l = crate::http::bind(addr)

@@ -474,7 +474,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
         Request::Start { target } => targeted(ctx, &target, Op::Start).await,
         Request::Stop { target } => targeted(ctx, &target, Op::Stop).await,
         Request::Restart { target } => targeted(ctx, &target, Op::Restart).await,
-        Request::Reload { target } => reload(ctx, &target).await,
+        Request::Reload { target } => targeted(ctx, &target, Op::Reload).await,
         Request::Scale { app, count } => op(ctx, Op::Scale { app, count }).await,
         Request::Signal { signal, target } => match crate::os::signals::parse(&signal) {
             Some(sig) => targeted(ctx, &target, |t| Op::Signal { sig, target: t }).await,
@@ -548,40 +548,12 @@ fn op_error(e: &OpError) -> ErrorReply {
     let kind = match e {
         OpError::UnknownTarget { .. } | OpError::UnknownApp(_) => ErrorKind::UnknownTarget,
         OpError::ShuttingDown | OpError::Exiting => ErrorKind::ShuttingDown,
-        OpError::TooManyInstances { .. } | OpError::Removed(_) | OpError::DidNotStart { .. } => {
-            ErrorKind::Failed
-        }
+        OpError::TooManyInstances { .. }
+        | OpError::Removed(_)
+        | OpError::DidNotStart { .. }
+        | OpError::ReloadFailed { .. } => ErrorKind::Failed,
     };
     ErrorReply::new(kind, e.to_string())
-}
-
-/// Restarts the target's instances one at a time, each answered before the next starts, so
-/// that the others keep serving.
-async fn reload(ctx: &Ctx, target: &str) -> Response {
-    let ids: Vec<u32> = match view::resolve(&snapshot(ctx), &Target::parse(target)) {
-        Ok(sel) => sel.iter().map(|i| i.id).collect(),
-        Err(e) => return Response::Error(op_error(&e)),
-    };
-    let mut done = Vec::new();
-    for id in ids {
-        match call(ctx, Op::Restart(Target::Id(id))).await {
-            Ok(b) => done.extend(b),
-            Err(mut e) => {
-                if !done.is_empty() {
-                    e.message = format!(
-                        "{} (instances before it were reloaded: {})",
-                        e.message,
-                        done.iter()
-                            .map(|b| format!("{}:{}", b.name, b.instance))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-                return Response::Error(e);
-            }
-        }
-    }
-    Response::Done { instances: done }
 }
 
 /// The pm_ids a logs target selects (`None`: everything, including instances yet to come).

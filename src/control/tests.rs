@@ -62,6 +62,10 @@ fn reply_to(op: &Op, next_pid: &mut u32) -> Result<Vec<Brief>, OpError> {
             Ok(vec![brief(*id, Some(*next_pid), Status::Online)])
         }
         Op::Restart(_) | Op::Start(_) => Ok(vec![brief(0, Some(*next_pid), Status::Online)]),
+        Op::Reload(_) => Ok(vec![
+            brief(3, Some(*next_pid), Status::Online),
+            brief(4, Some(*next_pid + 1), Status::Online),
+        ]),
         Op::Stop(_) => Ok(vec![brief(0, None, Status::Stopped)]),
         Op::Scale { app, .. } if app != "api" => Err(OpError::UnknownApp(app.clone())),
         Op::Scale { .. } | Op::Signal { .. } => Ok(Vec::new()),
@@ -204,7 +208,7 @@ fn modes_reads_and_several_requests_per_connection() {
 }
 
 #[test]
-fn mutations_go_to_the_supervisor_and_reload_is_sequential() {
+fn mutations_go_to_the_supervisor_and_reload_is_one_op() {
     let f = start();
     let r = request(
         &f.path,
@@ -257,8 +261,7 @@ fn mutations_go_to_the_supervisor_and_reload_is_sequential() {
         ops,
         vec![
             Op::Restart(Target::Instance("api".into(), 1)),
-            Op::Restart(Target::Id(0)),
-            Op::Restart(Target::Id(1)),
+            Op::Reload(Target::Name("api".into())),
             Op::Scale {
                 app: "ghost".into(),
                 count: crate::api::ScaleCount::Add(1)

@@ -41,6 +41,9 @@ pub enum Event {
     /// The preload asks for a shared socket on `port` (a cluster app without `listen`): answer
     /// with `Writer::send_socket` or `Writer::send_socket_error`.
     Bind { port: u16 },
+    /// The preload closed the app's servers on pmi's sockets and their connections ended
+    /// (the answer to `Writer::send_drain`): the instance may now be signalled.
+    Drained,
     /// The instance closed its end (exit, or `process.disconnect()`).
     Closed,
 }
@@ -99,6 +102,7 @@ pub struct Reader {
     closed: bool,
     events: VecDeque<Event>,
     seen_ready: bool,
+    seen_drained: bool,
     seen_listening: Vec<Option<u16>>,
     binds: Vec<u16>,
     budget: usize,
@@ -117,6 +121,7 @@ impl Reader {
             closed: false,
             events: VecDeque::new(),
             seen_ready: false,
+            seen_drained: false,
             seen_listening: Vec::new(),
             binds: Vec::new(),
             budget: budget.max(CHUNK),
@@ -276,6 +281,10 @@ impl Reader {
                     self.events.push_back(Event::Listening { port });
                 }
             }
+            Some("drained") if !self.seen_drained => {
+                self.seen_drained = true;
+                self.events.push_back(Event::Drained);
+            }
             Some("bind") => match port {
                 Some(p)
                     if p > 0
@@ -316,6 +325,13 @@ impl Writer {
     /// pm2's `'shutdown'` message (`shutdown_with_message`).
     pub async fn send_shutdown(&self) -> io::Result<()> {
         self.send_line(b"\"shutdown\"\n", None).await
+    }
+
+    /// Asks the preload to stop accepting on pmi's sockets and to say `drained` once the app's
+    /// open connections have ended (a Node-internal message: the app's own `'message'`
+    /// listeners never see it).
+    pub async fn send_drain(&self) -> io::Result<()> {
+        self.send_line(b"{\"cmd\":\"NODE_PMI_DRAIN\"}\n", None).await
     }
 
     /// Any message, as JSON.

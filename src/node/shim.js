@@ -64,7 +64,12 @@
   };
 
   const original = net.Server.prototype.listen;
+  // Servers on pmi's sockets: closed on pmi's drain request before a stop, so that the
+  // instance accepts no new connection and finishes those it has (the queue waits for the
+  // other instances, or the replacement).
+  const servers = new Set();
   const listenOn = (server, handleOrFd, t, cb) => {
+    servers.add(server);
     const o = typeof handleOrFd === 'number' ? { fd: handleOrFd } : handleOrFd;
     if (typeof handleOrFd === 'number' && t.opts && t.opts.signal) o.signal = t.opts.signal;
     server.once('listening', () => {
@@ -74,7 +79,22 @@
     return cb ? original.call(server, o, cb) : original.call(server, o);
   };
 
+  const drain = () => {
+    let open = 0;
+    const done = () => { if (--open <= 0) send({ pmi: 'drained' }); };
+    for (const s of servers) {
+      if (!s.listening) continue;
+      open += 1;
+      s.close(done);
+      // Node 18.2+: idle keep-alive connections would hold close() open.
+      if (typeof s.closeIdleConnections === 'function') s.closeIdleConnections();
+    }
+    servers.clear();
+    if (open === 0) send({ pmi: 'drained' });
+  };
+
   process.on('internalMessage', (msg, handle) => {
+    if (msg && msg.cmd === 'NODE_PMI_DRAIN') { drain(); return; }
     if (!msg || msg.cmd !== 'NODE_PMI_SOCKET') return;
     const p = pending.get(msg.port);
     pending.delete(msg.port);

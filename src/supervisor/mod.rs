@@ -7,10 +7,14 @@
 //! nothing in the loop can end it except `Action::Finish`. The supervisor knows none of its
 //! readers: they hold a `Handle` (`crate::api`) and are wired up by `crate::daemon`.
 
+pub mod cluster;
+mod cluster_loop;
 pub mod env;
 pub mod ops;
 pub mod policy;
 pub mod readiness;
+mod ready_min;
+pub mod reload;
 mod snapshot;
 pub mod start_order;
 pub mod state;
@@ -28,7 +32,7 @@ use crate::config::{self, LogFormat, Settings, DEFAULT_KILL_TIMEOUT};
 use crate::exit;
 use crate::logs::{LogHub, LogSource};
 use crate::os::reap::reap_all;
-use crate::os::spawn::{spawn, SpawnRequest, Streams};
+use crate::os::spawn::{spawn_with, Pass, SpawnRequest, Streams};
 use crate::os::{pid1, signals, strays};
 use crate::status::Snapshot;
 use ops::Pending;
@@ -75,6 +79,7 @@ pub struct Supervisor {
     started_at: u64,
     file: String,
     memory_next: Option<Instant>,
+    cluster: cluster::Cluster,
 }
 
 impl Supervisor {
@@ -106,7 +111,16 @@ impl Supervisor {
             started_at: now.wall_ms(),
             file,
             memory_next: None,
+            cluster: cluster::Cluster::new(),
         }
+    }
+
+    /// Binds every app's `listen` sockets; call before `run` (nothing is started yet). An error
+    /// is one located line per address that could not be bound.
+    pub fn bind_sockets(&mut self) -> Result<(), Vec<String>> {
+        let specs: Vec<Arc<config::AppSpec>> =
+            self.state.apps.iter().map(|a| a.spec.clone()).collect();
+        self.cluster.bind_apps(&specs)
     }
 
     /// A handle for readers.
@@ -163,6 +177,7 @@ impl Supervisor {
                     None => Vec::new(),
                 },
                 Some(msg) = self.inbox_rx.recv() => self.control(msg),
+                Some((id, pid, m)) = self.cluster.rx.recv() => self.on_channel(id, pid, m),
                 Some(t) = self.trigger_rx.recv() => {
                     tracing::info!("restarting: {}", t.reason);
                     self.state.restart_app(t.app, Now::read())
@@ -226,6 +241,7 @@ impl Supervisor {
         let mut out = Vec::new();
         for (pid, status) in reap_all().exits {
             if let Some(id) = self.state.by_pid(pid) {
+                self.cluster.forget(id);
                 // pm2 removes the pid file when the process exits.
                 if let Some(pf) = self.state.spec_of(id).and_then(|s| pid_file(s, id)) {
                     let _ = std::fs::remove_file(pf);
@@ -264,7 +280,7 @@ impl Supervisor {
             tracing::warn!(
                 "instance {id} uses {rss} bytes, over max_memory_restart {limit}: restarting"
             );
-            out.extend(self.state.restart_all(&[id], now));
+            out.extend(self.state.restart_instances(&[id], now));
         }
         out
     }
@@ -279,12 +295,17 @@ impl Supervisor {
                 match a {
                     Action::Spawn(id) => queue.extend(self.spawn(id)),
                     Action::KillGroup { pgid, sig } => {
-                        signals::kill_group(pgid, sig);
+                        if !self.graceful_stop(pgid, sig) {
+                            signals::kill_group(pgid, sig);
+                        }
                     }
                     Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
                     Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
                     Action::Finish { code } => finish = Some(code),
-                    Action::Removed(id) => self.logs.forget(id),
+                    Action::Removed(id) => {
+                        self.logs.forget(id);
+                        self.cluster.forget(id);
+                    }
                 }
             }
             // A stop completes when the stopped leader's whole group is gone. Its members are
@@ -313,19 +334,35 @@ impl Supervisor {
             index: inst.index,
             restarts: inst.restarts,
         };
-        let argv: Vec<OsString> = spec.command.iter().map(OsString::from).collect();
+        let mut env = env::instance_env(&self.base_env, &spec, inj);
+        // Cluster mode: listen sockets, the Node IPC channel and the preload (SPEC §9).
+        let prepared = match self.cluster.prepare(&spec, &mut env) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("{}:{} failed to start: {e}", spec.name, inj.index);
+                return self.state.on_spawn_failed(id, crate::exit::NOT_EXECUTABLE, now);
+            }
+        };
         let req = SpawnRequest {
-            argv: &argv,
+            argv: &prepared.argv,
             cwd: &spec.cwd,
-            env: env::instance_env(&self.base_env, &spec, inj),
+            env,
             streams: Streams::Pipes,
             uid: spec.uid,
             gid: spec.gid,
             groups: &spec.groups,
         };
-        match spawn(&req) {
+        let fds = prepared.fds();
+        let pass = Pass {
+            fds: &fds,
+            listen_pid: prepared.listen_pid,
+        };
+        let spawned = spawn_with(&req, &pass);
+        drop(fds);
+        match spawned {
             Ok(child) => {
                 self.state.on_spawned(id, child.pid, now);
+                self.cluster.started(id, child.pid, prepared);
                 tracing::info!("{}:{} online (pid {})", spec.name, inj.index, child.pid);
                 if let (Some(out), Some(err)) = (child.stdout, child.stderr) {
                     let src = LogSource {
@@ -346,7 +383,7 @@ impl Supervisor {
                         );
                     }
                 }
-                Vec::new()
+                self.state.track_spawn(id, now)
             }
             Err(e) => {
                 tracing::error!("{}:{} failed to start: {e}", spec.name, inj.index);

@@ -21,6 +21,8 @@ pub(crate) enum Wait {
     Down(Vec<InstId>),
     /// These instances are gone (scale down).
     Gone(Vec<InstId>),
+    /// This reload is over (`State::reload`).
+    Reload(u64),
 }
 
 #[derive(Debug)]
@@ -93,6 +95,29 @@ impl State {
                 .iter()
                 .all(|id| self.get(*id).is_none())
                 .then(|| Ok(Vec::new())),
+            Wait::Reload(r) => self.reload_outcome(*r).map(|o| self.reload_reply(o)),
+        }
+    }
+}
+
+impl State {
+    /// A finished reload as the answer to `pmi reload`: the instances now serving, with their
+    /// new pids, or which instance failed and why.
+    fn reload_reply(&self, o: &super::reload::Outcome) -> OpReply {
+        match o {
+            Ok(ids) => Ok(ids.iter().filter_map(|id| self.brief(*id)).collect()),
+            Err(f) if f.name.is_empty() => Err(OpError::ShuttingDown),
+            Err(f) => Err(OpError::ReloadFailed {
+                name: f.name.clone(),
+                index: f.index,
+                why: f.why.clone(),
+                done: f
+                    .done
+                    .iter()
+                    .filter_map(|id| self.brief(*id))
+                    .map(|b| format!("{}:{}", b.name, b.instance))
+                    .collect(),
+            }),
         }
     }
 }
@@ -113,6 +138,7 @@ enum Verb {
     Start,
     Stop,
     Restart,
+    Reload,
     Signal(i32),
 }
 
@@ -128,6 +154,7 @@ pub(crate) fn accept(st: &mut State, msg: ControlMsg, now: Now) -> (Vec<Action>,
         Op::Start(t) => (t, Verb::Start),
         Op::Stop(t) => (t, Verb::Stop),
         Op::Restart(t) => (t, Verb::Restart),
+        Op::Reload(t) => (t, Verb::Reload),
         Op::Signal { sig, target } => (target, Verb::Signal(sig)),
     };
     let ids = match st.resolve(&target) {
@@ -149,6 +176,12 @@ pub(crate) fn accept(st: &mut State, msg: ControlMsg, now: Now) -> (Vec<Action>,
             (st.restart_all(&ids, now), Wait::Running(old))
         }
         Verb::Stop => (st.stop_ids(&ids, now), Wait::Down(ids.clone())),
+        Verb::Reload => {
+            let mut out = Vec::new();
+            let r = st.reload(&ids, now, &mut out);
+            st.after_event(now, &mut out);
+            (out, Wait::Reload(r))
+        }
         Verb::Signal(sig) => {
             let briefs = ids.iter().filter_map(|id| st.brief(*id)).collect();
             let _ = reply.send(Ok(briefs));

@@ -152,6 +152,7 @@ impl State {
         let inst = &mut self.instances[pos];
         let name = format!("{}:{}", spec.name, inst.index);
         inst.started_wall_ms = None;
+        inst.tracker = None;
         match inst.phase.clone() {
             Phase::Stopping {
                 pid,
@@ -195,7 +196,8 @@ impl State {
                         format!("{name} exited ({status}) after {} ms", uptime.as_millis()),
                     ));
                 }
-                if shutting_down || !policy.autorestart || stop_code {
+                // A reload's replacement that exits has failed; the reload removes it.
+                if shutting_down || !policy.autorestart || stop_code || inst.replacement {
                     inst.phase = Phase::Stopped;
                     return;
                 }
@@ -320,7 +322,7 @@ impl State {
                         format!("{}: cron restart", app.spec.name),
                     ));
                     let ids = self.of_app(a);
-                    self.restart_ids(&ids, now, &mut out);
+                    self.restart_or_reload(a, &ids, now, &mut out);
                 }
                 if let Some(c) = &self.apps[a].spec.cron_restart {
                     if self.apps[a].cron_next.is_some_and(|t| t <= now.wall) {
@@ -354,7 +356,7 @@ impl State {
             .iter()
             .filter(|a| !a.cron_suspended && !self.shutting_down)
             .filter_map(|a| a.cron_next.map(|t| now.mono_at(t)));
-        inst.chain(cron).min()
+        inst.chain(cron).chain(self.reload_deadline()).min()
     }
 
     /// A signal for pmi (SIGCHLD is the reaper's, not the policy's).
@@ -397,7 +399,7 @@ impl State {
         }
     }
 
-    fn begin_stop(&mut self, id: InstId, then: Then, now: Now, out: &mut Vec<Action>) {
+    pub(super) fn begin_stop(&mut self, id: InstId, then: Then, now: Now, out: &mut Vec<Action>) {
         let Some(inst) = self.get(id) else { return };
         let spec = self.apps[inst.app].spec.clone();
         let Some(inst) = self.get_mut(id) else { return };
@@ -482,18 +484,22 @@ impl State {
         out
     }
 
-    /// A watched file changed: restart the app's instances that are not stopped (an errored app
-    /// gets its chance with the fixed file; one the user stopped stays stopped).
+    /// A watched file changed: restart (or reload, `restart_or_reload`) the app's instances that
+    /// are not stopped (an errored app gets its chance with the fixed file; one the user stopped
+    /// stays stopped).
     pub fn restart_app(&mut self, app: usize, now: Now) -> Vec<Action> {
         let ids: Vec<InstId> = self
             .of_app(app)
             .into_iter()
             .filter(|id| self.get(*id).is_some_and(|i| i.phase != Phase::Stopped))
             .collect();
-        self.restart_all(&ids, now)
+        let mut out = Vec::new();
+        self.restart_or_reload(app, &ids, now, &mut out);
+        self.after_event(now, &mut out);
+        out
     }
 
-    fn restart_ids(&mut self, ids: &[InstId], now: Now, out: &mut Vec<Action>) {
+    pub(super) fn restart_ids(&mut self, ids: &[InstId], now: Now, out: &mut Vec<Action>) {
         for &id in ids {
             let Some(inst) = self.get_mut(id) else {
                 continue;
@@ -559,10 +565,11 @@ impl State {
     }
 
     /// After every event: progress the shutdown, or exit when nothing can run any more.
-    fn after_event(&mut self, now: Now, out: &mut Vec<Action>) {
+    pub(super) fn after_event(&mut self, now: Now, out: &mut Vec<Action>) {
         if self.finished {
             return;
         }
+        self.advance_reloads(now, out);
         if self.shutting_down {
             self.advance_shutdown(now, out);
             if !self.instances.iter().any(|i| i.phase.is_active()) {

@@ -9,6 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use super::readiness::Tracker;
+use super::reload::{Outcome, Reload};
 use crate::config::AppSpec;
 use crate::exit::ExitStatus;
 
@@ -129,6 +131,13 @@ pub struct Instance {
     pub last_exit: Option<LastExit>,
     /// Wall-clock start of the current process (Unix ms).
     pub started_wall_ms: Option<u64>,
+    /// Readiness of the current process (`None` while none runs).
+    pub tracker: Option<Tracker>,
+    /// This process is a reload's replacement (its readiness decides the reload; it is not
+    /// restarted when it exits).
+    pub replacement: bool,
+    /// A reload's replacement was not ready in time (the tracker's `ReplacementFailed`).
+    pub replacement_failed: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +165,10 @@ pub struct State {
     pub finished: bool,
     pub reaped_orphans: u64,
     pub forwarded_signals: u64,
+    /// Rolling reloads under way (`reload.rs`), and the last finished ones with their outcome.
+    pub reloads: Vec<Reload>,
+    pub reloads_done: Vec<(u64, Outcome)>,
+    pub reload_seq: u64,
 }
 
 impl State {
@@ -171,6 +184,9 @@ impl State {
             finished: false,
             reaped_orphans: 0,
             forwarded_signals: 0,
+            reloads: Vec::new(),
+            reloads_done: Vec::new(),
+            reload_seq: 0,
         };
         for (i, spec) in apps.into_iter().enumerate() {
             let cron_next = spec
@@ -203,6 +219,9 @@ impl State {
             backoff: None,
             last_exit: None,
             started_wall_ms: None,
+            tracker: None,
+            replacement: false,
+            replacement_failed: None,
         });
         id
     }

@@ -1,0 +1,331 @@
+//! Rolling reload with rollback (SPEC §9), as pure decisions on `State`: time comes in as `Now`,
+//! effects go out as `Action`s.
+//!
+//! One instance at a time: a replacement (a new instance: new pm_id, same `NODE_APP_INSTANCE`
+//! index) is started beside the old one; once it is ready, the old one is stopped gracefully and
+//! removed; then the next. A replacement that exits, or is not ready by `listen_timeout` after
+//! its start, is stopped and removed, the old instance keeps serving, and the reload ends there
+//! with the instance and the reason. Instances that are not running are simply (re)started.
+//!
+//! Invariants: `State::reload` is the one entry point (`pmi reload`, cron, watch, memory limit,
+//! `pmi apply`); an instance is in at most one active reload; a reload is advanced after every
+//! policy event (`advance_reloads`, from `after_event`), so it needs no polling, and its only
+//! timer is the step's deadline (`reload_deadline`).
+
+use std::collections::VecDeque;
+
+use tokio::time::Instant;
+
+use super::policy::{Action, Level};
+use super::state::{InstId, Now, Phase, State, Then};
+
+/// Finished reloads kept for their answer (a waiter looks its reload up by id).
+const KEEP_FINISHED: usize = 32;
+
+/// Why a reload stopped before its end: which instance and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadFailure {
+    pub name: String,
+    pub index: u32,
+    pub why: String,
+    /// The replacements that took over before it (their new pm_ids).
+    pub done: Vec<InstId>,
+}
+
+/// How a reload ended: the instances now serving (replacements and restarted ones), or the
+/// failure.
+pub type Outcome = Result<Vec<InstId>, ReloadFailure>;
+
+/// One replacement in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Step {
+    old: InstId,
+    new: InstId,
+    /// Not ready by then: the replacement failed.
+    deadline: Instant,
+    /// The replacement was ready and the old instance is being stopped.
+    retiring: bool,
+}
+
+/// A reload under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reload {
+    pub id: u64,
+    queue: VecDeque<InstId>,
+    step: Option<Step>,
+    done: Vec<InstId>,
+}
+
+impl Reload {
+    fn involves(&self, id: InstId) -> bool {
+        self.queue.contains(&id)
+            || self
+                .step
+                .as_ref()
+                .is_some_and(|s| s.old == id || s.new == id)
+    }
+}
+
+/// What advancing one reload led to.
+enum Progress {
+    Waiting,
+    Finished(Outcome),
+}
+
+impl State {
+    /// Starts a rolling reload of `ids` (in this order); returns its id, to look the outcome up
+    /// with `reload_outcome`. Instances already in a reload are left to that one.
+    pub fn reload(&mut self, ids: &[InstId], now: Now, out: &mut Vec<Action>) -> u64 {
+        self.reload_seq += 1;
+        let id = self.reload_seq;
+        let queue = ids
+            .iter()
+            .copied()
+            .filter(|i| !self.reloads.iter().any(|r| r.involves(*i)))
+            .filter(|i| self.get(*i).is_some_and(|x| !x.replacement))
+            .collect();
+        self.reloads.push(Reload {
+            id,
+            queue,
+            step: None,
+            done: Vec::new(),
+        });
+        self.advance_reloads(now, out);
+        id
+    }
+
+    /// The outcome of a finished reload; `None` while it runs.
+    pub fn reload_outcome(&self, id: u64) -> Option<&Outcome> {
+        self.reloads_done
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map(|(_, o)| o)
+    }
+
+    /// Cron, watch and memory-limit restarts: a reload when the app shares a socket or has
+    /// several instances (SPEC §9), else stop-then-start.
+    pub(super) fn restart_or_reload(
+        &mut self,
+        app: usize,
+        ids: &[InstId],
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let spec = &self.apps[app].spec;
+        if super::cluster::shares_socket(spec) || spec.instances > 1 {
+            let running: Vec<InstId> = ids
+                .iter()
+                .copied()
+                .filter(|i| self.get(*i).is_some_and(|x| x.phase.pid().is_some()))
+                .collect();
+            let rest: Vec<InstId> = ids
+                .iter()
+                .copied()
+                .filter(|i| !running.contains(i))
+                .collect();
+            self.restart_ids(&rest, now, out);
+            self.reload(&running, now, out);
+        } else {
+            self.restart_ids(ids, now, out);
+        }
+    }
+
+    /// A graceful restart of single instances (the memory limit): by `restart_or_reload`.
+    pub fn restart_instances(&mut self, ids: &[InstId], now: Now) -> Vec<Action> {
+        let mut out = Vec::new();
+        for &id in ids {
+            if let Some(app) = self.get(id).map(|i| i.app) {
+                self.restart_or_reload(app, &[id], now, &mut out);
+            }
+        }
+        self.after_event(now, &mut out);
+        out
+    }
+
+    /// The earliest deadline of a replacement.
+    pub fn reload_deadline(&self) -> Option<Instant> {
+        self.reloads
+            .iter()
+            .filter_map(|r| r.step.as_ref().filter(|s| !s.retiring).map(|s| s.deadline))
+            .min()
+    }
+
+    /// Moves every reload as far as it can go now (called after every policy event).
+    pub(super) fn advance_reloads(&mut self, now: Now, out: &mut Vec<Action>) {
+        if self.shutting_down {
+            self.abandon_reloads();
+            return;
+        }
+        let mut i = 0;
+        while i < self.reloads.len() {
+            let mut r = self.reloads[i].clone();
+            let p = self.advance(&mut r, now, out);
+            match p {
+                Progress::Waiting => {
+                    self.reloads[i] = r;
+                    i += 1;
+                }
+                Progress::Finished(o) => {
+                    self.reloads.remove(i);
+                    if let Err(f) = &o {
+                        out.push(Action::Note(
+                            Level::Warn,
+                            format!(
+                                "reload stopped at {}:{}: {}; the old instance keeps serving",
+                                f.name, f.index, f.why
+                            ),
+                        ));
+                    }
+                    self.reloads_done.push((r.id, o));
+                    if self.reloads_done.len() > KEEP_FINISHED {
+                        let _ = self.reloads_done.remove(0);
+                    }
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, r: &mut Reload, now: Now, out: &mut Vec<Action>) -> Progress {
+        loop {
+            let Some(step) = r.step.clone() else {
+                let Some(old) = r.queue.pop_front() else {
+                    return Progress::Finished(Ok(std::mem::take(&mut r.done)));
+                };
+                match self.get(old).map(|i| i.phase.clone()) {
+                    None => {}
+                    Some(Phase::Running { .. }) if !self.shutting_down => {
+                        r.step = Some(self.start_replacement(old, now, out));
+                        continue;
+                    }
+                    Some(_) => {
+                        self.restart_ids(&[old], now, out);
+                        r.done.push(old);
+                    }
+                }
+                continue;
+            };
+            if step.retiring {
+                if self.get(step.old).is_some() {
+                    return Progress::Waiting;
+                }
+                if let Some(n) = self.get_mut(step.new) {
+                    n.replacement = false;
+                }
+                r.done.push(step.new);
+                r.step = None;
+                continue;
+            }
+            match self.replacement_state(step.new, step.deadline, now) {
+                None => return Progress::Waiting,
+                Some(Ok(())) => {
+                    self.retire(step.old, now, out);
+                    r.step = Some(Step {
+                        retiring: true,
+                        ..step
+                    });
+                }
+                Some(Err(why)) => {
+                    let (name, index) = self.label_of(step.new);
+                    self.retire(step.new, now, out);
+                    r.step = None;
+                    r.queue.clear();
+                    return Progress::Finished(Err(ReloadFailure {
+                        name,
+                        index,
+                        why,
+                        done: std::mem::take(&mut r.done),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn start_replacement(&mut self, old: InstId, now: Now, out: &mut Vec<Action>) -> Step {
+        let (app, index, restarts) = match self.get(old) {
+            Some(i) => (i.app, i.index, i.restarts),
+            None => (0, 0, 0),
+        };
+        let timeout = self.apps[app].spec.listen_timeout;
+        let new = self.add_instance(app, index);
+        if let Some(n) = self.get_mut(new) {
+            n.replacement = true;
+            n.restarts = restarts + 1;
+            n.phase = Phase::WaitingRestart { until: now.mono };
+        }
+        out.push(Action::Spawn(new));
+        Step {
+            old,
+            new,
+            deadline: now.mono + timeout,
+            retiring: false,
+        }
+    }
+
+    /// `None`: still starting; `Some(Ok)`: ready; `Some(Err(why))`: it failed.
+    fn replacement_state(
+        &self,
+        id: InstId,
+        deadline: Instant,
+        now: Now,
+    ) -> Option<Result<(), String>> {
+        let Some(i) = self.get(id) else {
+            return Some(Err("the replacement was removed".into()));
+        };
+        if let Some(e) = i.last_exit {
+            return Some(Err(format!("the replacement exited ({}) before it was ready", e.status)));
+        }
+        if let Some(why) = &i.replacement_failed {
+            return Some(Err(why.clone()));
+        }
+        let ready = matches!(i.phase, Phase::Running { .. })
+            && i.tracker.as_ref().is_some_and(|t| t.is_ready());
+        if ready {
+            return Some(Ok(()));
+        }
+        if now.mono >= deadline {
+            let ms = self.apps[i.app].spec.listen_timeout.as_millis();
+            return Some(Err(format!(
+                "the replacement was not ready within listen_timeout ({ms} ms)"
+            )));
+        }
+        None
+    }
+
+    /// Stops an instance for good (it disappears once its group is gone).
+    fn retire(&mut self, id: InstId, now: Now, out: &mut Vec<Action>) {
+        match self.get(id).map(|i| i.phase.clone()) {
+            Some(Phase::Running { .. } | Phase::Stopping { .. } | Phase::Draining { .. }) => {
+                self.begin_stop(id, Then::Remove, now, out)
+            }
+            Some(_) => {
+                self.instances.retain(|i| i.id != id);
+                out.push(Action::Removed(id));
+            }
+            None => {}
+        }
+    }
+
+    fn label_of(&self, id: InstId) -> (String, u32) {
+        match self.get(id) {
+            Some(i) => (self.apps[i.app].spec.name.clone(), i.index),
+            None => (String::new(), 0),
+        }
+    }
+
+    /// Every reload ends (shutdown); the instances are stopped by the shutdown itself.
+    fn abandon_reloads(&mut self) {
+        for r in std::mem::take(&mut self.reloads) {
+            let f = ReloadFailure {
+                name: String::new(),
+                index: 0,
+                why: "pmi is shutting down".into(),
+                done: r.done,
+            };
+            self.reloads_done.push((r.id, Err(f)));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "reload_tests.rs"]
+mod tests;
