@@ -135,8 +135,14 @@ pub enum Op {
     /// Rolling reload (SPEC §9): one instance at a time, the replacement ready before the old
     /// one stops; answered once the reload is complete, with the new instances.
     Reload(Target),
-    Scale { app: String, count: ScaleCount },
-    Signal { sig: i32, target: Target },
+    Scale {
+        app: String,
+        count: ScaleCount,
+    },
+    Signal {
+        sig: i32,
+        target: Target,
+    },
 }
 
 /// One instance as a reply reports it.

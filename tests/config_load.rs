@@ -963,7 +963,10 @@ fn check_json_doc_matches_the_output() {
 fn listen_is_read_with_unix_paths_against_cwd_and_no_warning() {
     let a = app("apps:\n  - name: a\n    script: x.js\n    cwd: /srv/app\n    listen: [3000, '127.0.0.1:8080', 'unix:run/a.sock']\n");
     let shown: Vec<String> = a.listen.iter().map(|l| l.to_string()).collect();
-    assert_eq!(shown, ["3000", "127.0.0.1:8080", "unix:/srv/app/run/a.sock"]);
+    assert_eq!(
+        shown,
+        ["3000", "127.0.0.1:8080", "unix:/srv/app/run/a.sock"]
+    );
     assert_eq!(a.listen_at.len(), 3);
     assert_eq!(a.listen_at[1].line, Some(5));
     let w = warnings("apps:\n  - script: x.js\n    listen: 3000\n");
@@ -979,10 +982,12 @@ fn a_bad_listen_address_is_located() {
 
 #[test]
 fn check_warns_about_a_non_node_cluster_app_without_listen() {
-    let text = "apps:\n  - name: py\n    script: app.py\n    exec_mode: cluster\n    instances: 4\n";
+    let text =
+        "apps:\n  - name: py\n    script: app.py\n    exec_mode: cluster\n    instances: 4\n";
     let w = warnings(text);
     assert!(
-        w.iter().any(|w| w.contains("EADDRINUSE") && w.contains("'py'")),
+        w.iter()
+            .any(|w| w.contains("EADDRINUSE") && w.contains("'py'")),
         "{w:?}"
     );
     for quiet in [

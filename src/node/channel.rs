@@ -331,7 +331,8 @@ impl Writer {
     /// open connections have ended (a Node-internal message: the app's own `'message'`
     /// listeners never see it).
     pub async fn send_drain(&self) -> io::Result<()> {
-        self.send_line(b"{\"cmd\":\"NODE_PMI_DRAIN\"}\n", None).await
+        self.send_line(b"{\"cmd\":\"NODE_PMI_DRAIN\"}\n", None)
+            .await
     }
 
     /// Any message, as JSON.

@@ -158,10 +158,8 @@ impl Cluster {
             Err(e) => return Err(bind_error(spec, &e)),
         };
         let shared = (spec.listen.is_empty() && gets_preload(spec)).then(SharedPorts::new);
-        self.apps.insert(
-            spec.name.clone(),
-            AppSockets { listeners, shared },
-        );
+        self.apps
+            .insert(spec.name.clone(), AppSockets { listeners, shared });
         Ok(())
     }
 
@@ -289,7 +287,10 @@ impl Cluster {
             return;
         };
         let answer = match self.apps.get_mut(app).and_then(|s| s.shared.as_mut()) {
-            None => Err(("EACCES".to_string(), "pmi shares no port for this app".into())),
+            None => Err((
+                "EACCES".to_string(),
+                "pmi shares no port for this app".into(),
+            )),
             Some(shared) => match shared.get_or_bind(port) {
                 Ok(fd) => fd
                     .try_clone_to_owned()

@@ -53,9 +53,11 @@ impl Supervisor {
     /// finishes its requests while the queue waits for the others), then pm2's `'shutdown'`
     /// message with `shutdown_with_message`, else the signal. Returns whether it was handled.
     pub(super) fn graceful_stop(&mut self, pgid: i32, sig: i32) -> bool {
-        let Some(inst) = self.state.instances.iter().find(|i| {
-            matches!(i.phase, Phase::Stopping { pid, killed: false, .. } if pid == pgid)
-        }) else {
+        let Some(inst) =
+            self.state.instances.iter().find(
+                |i| matches!(i.phase, Phase::Stopping { pid, killed: false, .. } if pid == pgid),
+            )
+        else {
             return false;
         };
         let spec = &self.state.apps[inst.app].spec;
@@ -76,8 +78,8 @@ impl Supervisor {
     }
 
     fn still_stopping(&self, id: InstId, pid: i32) -> bool {
-        self.state
-            .get(id)
-            .is_some_and(|i| matches!(i.phase, Phase::Stopping { pid: p, killed: false, .. } if p == pid))
+        self.state.get(id).is_some_and(
+            |i| matches!(i.phase, Phase::Stopping { pid: p, killed: false, .. } if p == pid),
+        )
     }
 }

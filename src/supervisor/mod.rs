@@ -340,7 +340,9 @@ impl Supervisor {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("{}:{} failed to start: {e}", spec.name, inj.index);
-                return self.state.on_spawn_failed(id, crate::exit::NOT_EXECUTABLE, now);
+                return self
+                    .state
+                    .on_spawn_failed(id, crate::exit::NOT_EXECUTABLE, now);
             }
         };
         let req = SpawnRequest {

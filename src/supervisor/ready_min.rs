@@ -51,7 +51,13 @@ impl State {
         self.feed(id, pid, now, |t| drop(t.on_listening()))
     }
 
-    fn feed(&mut self, id: InstId, pid: i32, now: Now, f: impl FnOnce(&mut Tracker)) -> Vec<Action> {
+    fn feed(
+        &mut self,
+        id: InstId,
+        pid: i32,
+        now: Now,
+        f: impl FnOnce(&mut Tracker),
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         let Some(t) = self
             .get_mut(id)

@@ -272,7 +272,10 @@ impl State {
             return Some(Err("the replacement was removed".into()));
         };
         if let Some(e) = i.last_exit {
-            return Some(Err(format!("the replacement exited ({}) before it was ready", e.status)));
+            return Some(Err(format!(
+                "the replacement exited ({}) before it was ready",
+                e.status
+            )));
         }
         if let Some(why) = &i.replacement_failed {
             return Some(Err(why.clone()));

@@ -1,9 +1,11 @@
 # A Python app that takes its socket from pmi the systemd way (LISTEN_FDS / LISTEN_PID).
 import http.server
 import os
+import signal
 import socket
 import socketserver
 import sys
+import threading
 
 if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
     print("not for me:", os.environ.get("LISTEN_PID"), os.getpid(), file=sys.stderr)
@@ -35,4 +37,7 @@ class Server(socketserver.TCPServer):
 
 srv = Server(sock.getsockname(), Handler, bind_and_activate=False)
 srv.socket = sock
+# SIGTERM: finish the request in hand, then exit (the queue waits for the other instances).
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.shutdown, daemon=True).start())
 srv.serve_forever()
+sys.exit(0)

@@ -12,6 +12,8 @@
 //! `pmi-testkit`), `PMI_TEST_TIMEOUT_SCALE` (multiplies every deadline; default 1).
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};

@@ -36,7 +36,9 @@ impl Validator<'_> {
                     },
                     a => a,
                 };
-                let place = self.d.make(pos, Some(&raw.label), Some(&e.key), String::new());
+                let place = self
+                    .d
+                    .make(pos, Some(&raw.label), Some(&e.key), String::new());
                 (a, place)
             })
             .collect()
