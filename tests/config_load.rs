@@ -754,7 +754,7 @@ fn ignored_pm2_keys_are_reported_once_per_file() {
 
 #[test]
 fn pmi_additions_not_yet_supported_warn() {
-    let w = warnings("apps:\n  - script: a.js\n    ready: {http: /healthz}\n");
+    let w = warnings("apps:\n  - script: a.js\n    listen: 3000\n");
     assert!(w[0].contains("not supported by this version"), "{w:?}");
 }
 

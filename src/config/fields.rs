@@ -71,7 +71,7 @@ pub const APP_FIELDS: &[Field] = &[
 ];
 
 /// pmi additions that are recognised but not implemented yet: reported, then ignored.
-pub const NOT_YET: &[&str] = &["listen", "ready", "health", "watchdog"];
+pub const NOT_YET: &[&str] = &["listen"];
 
 /// pm2 keys that only matter to PM2.io, Node internals, Windows or pm2's own CLI. pmi accepts
 /// them and says once per file that they are ignored.

@@ -75,6 +75,7 @@ pub fn row(i: &InstanceStatus, usage: &HashMap<i32, Usage>, now_ms: u64) -> Inst
         last_exit: i.last_exit.clone(),
         exec_mode: i.exec_mode.clone(),
         cron_next: i.cron_next,
+        readiness: i.readiness.clone(),
     }
 }
 
@@ -95,6 +96,8 @@ pub fn status_report(
             shutting_down: snap.shutting_down,
             reaped_orphans: snap.reaped_orphans,
             forwarded_signals: snap.forwarded_signals,
+            ready: snap.not_ready.is_none() && !snap.shutting_down,
+            not_ready: snap.not_ready.clone(),
         },
         instances: instances.iter().map(|i| row(i, usage, now_ms)).collect(),
     }
@@ -131,16 +134,25 @@ pub fn describe(
         .collect())
 }
 
-/// Liveness: no instance is errored. Readiness (`ready`): also every instance of every autostart
-/// app is online, and pmi is not shutting down. `Err` carries a one-line reason.
+/// Liveness: no instance is errored or blocked (an unhealthy one is being restarted by pmi,
+/// so it does not fail liveness). Readiness (`ready`): also every autostart app is ready (the
+/// supervisor's verdict, `Snapshot::not_ready`: a completed job counts, a waiting or failed app
+/// holds it back), and pmi is not shutting down. `Err` carries a one-line reason.
 pub fn health(snap: &Snapshot, ready: bool) -> Result<(), String> {
-    if let Some(i) = snap.instances.iter().find(|i| i.status == Status::Errored) {
+    let bad = |s: Status| matches!(s, Status::Errored | Status::Blocked);
+    if let Some(i) = snap.instances.iter().find(|i| bad(i.status)) {
+        let count = |s: Status| snap.instances.iter().filter(|i| i.status == s).count();
+        let (errored, blocked) = (count(Status::Errored), count(Status::Blocked));
+        let why = match i.status {
+            Status::Blocked => format!(" ({})", blocked_note(i)),
+            _ => exit_note(i),
+        };
         return Err(format!(
-            "{}:{} (id {}) is errored{}",
+            "{}:{} (id {}) is {}{why}; {errored} errored, {blocked} blocked",
             i.name,
             i.instance,
             i.id,
-            exit_note(i)
+            i.status.as_str(),
         ));
     }
     if !ready {
@@ -152,26 +164,19 @@ pub fn health(snap: &Snapshot, ready: bool) -> Result<(), String> {
     if snap.pid == 0 {
         return Err("pmi is starting".into());
     }
-    let autostart = |name: &str| {
-        snap.apps
-            .iter()
-            .find(|a| a.name == name)
-            .is_none_or(|a| a.autostart)
-    };
-    match snap
-        .instances
-        .iter()
-        .find(|i| autostart(&i.name) && i.status != Status::Online)
-    {
-        Some(i) => Err(format!(
-            "{}:{} (id {}) is {}, not online",
-            i.name,
-            i.instance,
-            i.id,
-            i.status.as_str()
-        )),
+    match &snap.not_ready {
+        Some(why) => Err(format!("not ready: {why}")),
         None => Ok(()),
     }
+}
+
+fn blocked_note(i: &InstanceStatus) -> String {
+    i.readiness
+        .blocked_by
+        .iter()
+        .map(|b| format!("by {} ({}): {}", b.app, b.condition, b.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn exit_note(i: &InstanceStatus) -> String {

@@ -54,7 +54,7 @@ impl State {
             name: self.apps[i.app].spec.name.clone(),
             instance: i.index,
             pid: i.phase.pid().filter(|p| *p > 0).map(|p| p as u32),
-            status: status_of(&i.phase),
+            status: self.status(i),
         })
     }
 
@@ -105,6 +105,7 @@ pub fn status_of(p: &Phase) -> Status {
         Phase::Stopping { .. } | Phase::Draining { .. } => Status::Stopping,
         Phase::WaitingRestart { .. } => Status::WaitingRestart,
         Phase::Errored => Status::Errored,
+        Phase::Waiting => Status::Waiting,
     }
 }
 

@@ -39,6 +39,9 @@ pub(crate) fn app(name: &str) -> AppSpec {
         listen_timeout: Duration::from_millis(3000),
         shutdown_with_message: false,
         depends_on: vec![],
+        ready: Default::default(),
+        health: None,
+        watchdog: None,
     }
 }
 
@@ -367,7 +370,10 @@ fn shutdown_follows_reverse_depends_on_order() {
     let mut c = Clock::new();
     let db = app("db");
     let mut api = app("api");
-    api.depends_on = vec!["db".into()];
+    api.depends_on = vec![crate::config::checks::Dependency {
+        app: "db".into(),
+        condition: crate::config::checks::Condition::Ready,
+    }];
     let (mut st, _) = started(vec![db, api], c.0);
     let (pdb, papi) = (pid_of(&st, 0), pid_of(&st, 1));
     let acts = st.on_signal(libc::SIGTERM, c.0);
