@@ -132,6 +132,8 @@ pub enum Op {
     Start(Target),
     Stop(Target),
     Restart(Target),
+    /// Restart, answered once each new process is ready (or it failed to be in time).
+    Reload(Target),
     Scale { app: String, count: ScaleCount },
     Signal { sig: i32, target: Target },
 }

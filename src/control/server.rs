@@ -564,7 +564,7 @@ async fn reload(ctx: &Ctx, target: &str) -> Response {
     };
     let mut done = Vec::new();
     for id in ids {
-        match call(ctx, Op::Restart(Target::Id(id))).await {
+        match call(ctx, Op::Reload(Target::Id(id))).await {
             Ok(b) => done.extend(b),
             Err(mut e) => {
                 if !done.is_empty() {

@@ -58,10 +58,10 @@ fn reply_to(op: &Op, next_pid: &mut u32) -> Result<Vec<Brief>, OpError> {
     };
     *next_pid += 1;
     match op {
-        Op::Restart(Target::Id(id)) | Op::Start(Target::Id(id)) => {
+        Op::Restart(Target::Id(id)) | Op::Reload(Target::Id(id)) | Op::Start(Target::Id(id)) => {
             Ok(vec![brief(*id, Some(*next_pid), Status::Online)])
         }
-        Op::Restart(_) | Op::Start(_) => Ok(vec![brief(0, Some(*next_pid), Status::Online)]),
+        Op::Restart(_) | Op::Reload(_) | Op::Start(_) => Ok(vec![brief(0, Some(*next_pid), Status::Online)]),
         Op::Stop(_) => Ok(vec![brief(0, None, Status::Stopped)]),
         Op::Scale { app, .. } if app != "api" => Err(OpError::UnknownApp(app.clone())),
         Op::Scale { .. } | Op::Signal { .. } => Ok(Vec::new()),
@@ -257,8 +257,8 @@ fn mutations_go_to_the_supervisor_and_reload_is_sequential() {
         ops,
         vec![
             Op::Restart(Target::Instance("api".into(), 1)),
-            Op::Restart(Target::Id(0)),
-            Op::Restart(Target::Id(1)),
+            Op::Reload(Target::Id(0)),
+            Op::Reload(Target::Id(1)),
             Op::Scale {
                 app: "ghost".into(),
                 count: crate::api::ScaleCount::Add(1)

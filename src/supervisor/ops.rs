@@ -21,6 +21,11 @@ pub(crate) enum Wait {
     Down(Vec<InstId>),
     /// These instances are gone (scale down).
     Gone(Vec<InstId>),
+    /// Each instance runs a new process that is online (ready, or past `listen_timeout` at a
+    /// first start), or fails the reload with the tracker's reason. This is the simple reload
+    /// (stop, start, wait ready); the rolling reload of apps with a shared socket builds on the
+    /// same two facts: `Tracker::is_online` and `Instance::replacement_failed`.
+    Ready(Vec<(InstId, Option<i32>)>),
 }
 
 #[derive(Debug)]
@@ -68,7 +73,9 @@ impl State {
                         return Some(Err(OpError::Removed(*id)));
                     };
                     match &i.phase {
+                        // Waiting for its dependencies: the start order starts it.
                         Phase::Running { pid, .. } if Some(*pid) != *old => {}
+                        Phase::Waiting => {}
                         Phase::Errored | Phase::Stopped => {
                             let why = i
                                 .last_exit
@@ -89,11 +96,48 @@ impl State {
                 .iter()
                 .all(|id| self.get(*id).is_none_or(|i| !i.phase.is_active()))
                 .then(briefs),
+            Wait::Ready(list) => self.check_ready(list).map(|r| r.and_then(|()| briefs())),
             Wait::Gone(ids) => ids
                 .iter()
                 .all(|id| self.get(*id).is_none())
                 .then(|| Ok(Vec::new())),
         }
+    }
+}
+
+impl State {
+    fn check_ready(&self, list: &[(InstId, Option<i32>)]) -> Option<Result<(), OpError>> {
+        for (id, old) in list {
+            let Some(i) = self.get(*id) else {
+                return Some(Err(OpError::Removed(*id)));
+            };
+            let failed = |why: String| {
+                Some(Err(OpError::DidNotStart {
+                    name: self.apps[i.app].spec.name.clone(),
+                    index: i.index,
+                    why,
+                }))
+            };
+            match &i.phase {
+                Phase::Running { pid, .. } if Some(*pid) != *old => {
+                    if let Some(why) = &i.replacement_failed {
+                        return failed(why.clone());
+                    }
+                    if !i.tracker.as_ref().is_some_and(|t| t.is_online()) {
+                        return None;
+                    }
+                }
+                Phase::Errored | Phase::Stopped | Phase::Waiting => {
+                    let why = i
+                        .last_exit
+                        .map(|e| format!(" (last exit: {})", e.status))
+                        .unwrap_or_default();
+                    return failed(format!("{}{why}", self.status(i).as_str()));
+                }
+                _ => return None,
+            }
+        }
+        Some(Ok(()))
     }
 }
 
@@ -114,6 +158,7 @@ enum Verb {
     Start,
     Stop,
     Restart,
+    Reload,
     Signal(i32),
 }
 
@@ -129,6 +174,7 @@ pub(crate) fn accept(st: &mut State, msg: ControlMsg, now: Now) -> (Vec<Action>,
         Op::Start(t) => (t, Verb::Start),
         Op::Stop(t) => (t, Verb::Stop),
         Op::Restart(t) => (t, Verb::Restart),
+        Op::Reload(t) => (t, Verb::Reload),
         Op::Signal { sig, target } => (target, Verb::Signal(sig)),
     };
     let ids = match st.resolve(&target) {
@@ -148,6 +194,20 @@ pub(crate) fn accept(st: &mut State, msg: ControlMsg, now: Now) -> (Vec<Action>,
                 .map(|id| (*id, st.get(*id).and_then(|i| i.phase.pid())))
                 .collect();
             (st.restart_all(&ids, now), Wait::Running(old))
+        }
+        // A reload marks its new processes as replacements: not ready within listen_timeout
+        // fails the reload instead of being online anyway.
+        Verb::Reload => {
+            let old = ids
+                .iter()
+                .map(|id| (*id, st.get(*id).and_then(|i| i.phase.pid())))
+                .collect();
+            for id in &ids {
+                if let Some(i) = st.get_mut(*id) {
+                    i.replacement = true;
+                }
+            }
+            (st.restart_all(&ids, now), Wait::Ready(old))
         }
         Verb::Stop => (st.stop_ids(&ids, now), Wait::Down(ids.clone())),
         Verb::Signal(sig) => {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::ops::status_of;
 use super::policy::{Action, Level};
-use super::readiness::{CheckResult, Config, Decision, ReadyBy, Tracker};
+use super::readiness::{CheckKind, CheckResult, Config, Decision, LastCheck, ReadyBy, Tracker};
 use super::start_order::{self, AppFacts, Gate, OrderInput};
 use super::state::{InstId, Instance, Now, Phase, State};
 use crate::os::notify::Notice;
@@ -40,6 +40,8 @@ impl State {
         );
         let (tracker, d) = Tracker::new(cfg, now.mono);
         inst.tracker = Some(tracker);
+        inst.replacement = false;
+        inst.replacement_failed = None;
         self.apply(id, d, now, &mut out);
         self.after_event(now, &mut out);
         out
@@ -59,6 +61,16 @@ impl State {
             s.failures += u64::from(!r.ok);
             s.seconds_total += secs;
             s.last_seconds = secs;
+            let last = LastCheck {
+                ok: r.ok,
+                summary: r.summary.clone(),
+                output: r.output.clone(),
+                took_ms: r.took.as_millis() as u64,
+            };
+            match r.kind {
+                CheckKind::Ready => s.last_ready = Some(last),
+                CheckKind::Health => s.last_health = Some(last),
+            }
         }
         self.feed(id, pid, now, |t| t.on_check_result(r, now.mono))
     }

@@ -79,10 +79,15 @@ fn readiness(st: &State, i: &Instance) -> Readiness {
     let t: Option<&Tracker> = i.tracker.as_ref();
     let gate = &st.apps[i.app].gate;
     let waiting = i.phase == super::state::Phase::Waiting;
-    let checks = [CheckKind::Ready, CheckKind::Health]
+    let kept = [
+        (CheckKind::Ready, &i.checks.last_ready),
+        (CheckKind::Health, &i.checks.last_health),
+    ];
+    let checks = kept
         .into_iter()
-        .filter_map(|k| {
-            let c = t?.last_check(k)?;
+        .filter_map(|(k, c)| {
+            // The tracker's own record also has "no result within the timeout".
+            let c = t.and_then(|t| t.last_check(k)).or(c.as_ref())?;
             Some(CheckInfo {
                 kind: word(&k).unwrap_or_default(),
                 ok: c.ok,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::readiness::Tracker;
+use super::readiness::{LastCheck, Tracker};
 use super::start_order::{AppFacts, Gate};
 use crate::config::AppSpec;
 use crate::exit::ExitStatus;
@@ -147,12 +147,16 @@ pub struct Instance {
 }
 
 /// Counters of one instance's checks, kept across its processes (for `/metrics`).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CheckStats {
     pub runs: u64,
     pub failures: u64,
     pub seconds_total: f64,
     pub last_seconds: f64,
+    /// The last result of each kind, kept after the process is gone (`describe` shows why a
+    /// health restart happened).
+    pub last_ready: Option<LastCheck>,
+    pub last_health: Option<LastCheck>,
 }
 
 #[derive(Debug, Clone)]
