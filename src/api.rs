@@ -134,8 +134,14 @@ pub enum Op {
     Restart(Target),
     /// Restart, answered once each new process is ready (or it failed to be in time).
     Reload(Target),
-    Scale { app: String, count: ScaleCount },
-    Signal { sig: i32, target: Target },
+    Scale {
+        app: String,
+        count: ScaleCount,
+    },
+    Signal {
+        sig: i32,
+        target: Target,
+    },
 }
 
 /// One instance as a reply reports it.

@@ -169,7 +169,11 @@ fn readiness_lines(i: &InstanceRow, out: &mut String) {
         );
     }
     if let Some(h) = &rd.health {
-        l(out, "health", format!("{h} ({} failures in a row)", rd.health_failures));
+        l(
+            out,
+            "health",
+            format!("{h} ({} failures in a row)", rd.health_failures),
+        );
     }
     if let Some(s) = &rd.notify_status {
         l(out, "notify status", s.clone());
@@ -290,9 +294,19 @@ pub fn describe(apps: &[AppDescription]) -> String {
             kv("uid/gid", format!("{}/{}", opt(&a.uid), opt(&a.gid)));
             kv("pid file", opt(&a.pid_file));
             kv("env keys", list(&a.env_keys));
-            kv("ready", if a.ready.is_empty() { "-".into() } else { a.ready.clone() });
+            kv(
+                "ready",
+                if a.ready.is_empty() {
+                    "-".into()
+                } else {
+                    a.ready.clone()
+                },
+            );
             kv("health", opt(&a.health));
-            kv("watchdog", a.watchdog_ms.map_or("-".into(), |m| format!("{m} ms")));
+            kv(
+                "watchdog",
+                a.watchdog_ms.map_or("-".into(), |m| format!("{m} ms")),
+            );
             kv("depends on", list(&a.depends_on));
         }
         if d.instances.is_empty() {
@@ -372,6 +386,7 @@ mod tests {
             last_exit: None,
             exec_mode: "fork".into(),
             cron_next: None,
+            readiness: Default::default(),
         }
     }
 

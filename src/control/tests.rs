@@ -61,7 +61,9 @@ fn reply_to(op: &Op, next_pid: &mut u32) -> Result<Vec<Brief>, OpError> {
         Op::Restart(Target::Id(id)) | Op::Reload(Target::Id(id)) | Op::Start(Target::Id(id)) => {
             Ok(vec![brief(*id, Some(*next_pid), Status::Online)])
         }
-        Op::Restart(_) | Op::Reload(_) | Op::Start(_) => Ok(vec![brief(0, Some(*next_pid), Status::Online)]),
+        Op::Restart(_) | Op::Reload(_) | Op::Start(_) => {
+            Ok(vec![brief(0, Some(*next_pid), Status::Online)])
+        }
         Op::Stop(_) => Ok(vec![brief(0, None, Status::Stopped)]),
         Op::Scale { app, .. } if app != "api" => Err(OpError::UnknownApp(app.clone())),
         Op::Scale { .. } | Op::Signal { .. } => Ok(Vec::new()),

@@ -137,17 +137,37 @@ fn readiness_families(m: &mut Exposition, snap: &Snapshot) {
             m.sample("pmi_instance_healthy", &labels(i), v);
         }
     }
-    let r = |i: &InstanceStatus| i.readiness.clone();
-    let counters: [(&str, &str, &str, fn(&crate::status::Readiness) -> f64); 4] = [
-        ("pmi_instance_checks_total", "counter", "Ready and health checks run for the instance.", |r| r.check_runs as f64),
-        ("pmi_instance_check_failures_total", "counter", "Ready and health checks that failed.", |r| r.check_failures as f64),
-        ("pmi_instance_check_seconds_total", "counter", "Time the instance's checks took, in seconds.", |r| r.check_seconds_total),
-        ("pmi_instance_check_last_seconds", "gauge", "How long the instance's last check took, in seconds.", |r| r.check_last_seconds),
+    type Get = fn(&crate::status::Readiness) -> f64;
+    let counters: [(&str, &str, &str, Get); 4] = [
+        (
+            "pmi_instance_checks_total",
+            "counter",
+            "Ready and health checks run for the instance.",
+            |r| r.check_runs as f64,
+        ),
+        (
+            "pmi_instance_check_failures_total",
+            "counter",
+            "Ready and health checks that failed.",
+            |r| r.check_failures as f64,
+        ),
+        (
+            "pmi_instance_check_seconds_total",
+            "counter",
+            "Time the instance's checks took, in seconds.",
+            |r| r.check_seconds_total,
+        ),
+        (
+            "pmi_instance_check_last_seconds",
+            "gauge",
+            "How long the instance's last check took, in seconds.",
+            |r| r.check_last_seconds,
+        ),
     ];
     for (name, kind, help, get) in counters {
         m.family(name, kind, help);
         for i in snap.instances.iter().filter(|i| i.readiness.check_runs > 0) {
-            m.sample(name, &labels(i), get(&r(i)));
+            m.sample(name, &labels(i), get(&i.readiness));
         }
     }
 }

@@ -164,8 +164,31 @@ pub fn health(snap: &Snapshot, ready: bool) -> Result<(), String> {
     if snap.pid == 0 {
         return Err("pmi is starting".into());
     }
-    match &snap.not_ready {
-        Some(why) => Err(format!("not ready: {why}")),
+    if let Some(why) = &snap.not_ready {
+        return Err(format!("not ready: {why}"));
+    }
+    // Also from the instances themselves: an instance of an autostart app that is neither
+    // online nor completed (a clean exit: 0 or a stop_exit_codes code) holds readiness back, so
+    // an app the user stopped makes the container not ready.
+    let app = |name: &str| snap.apps.iter().find(|a| a.name == name);
+    let completed = |i: &InstanceStatus| {
+        i.status == Status::Stopped
+            && i.last_exit.as_ref().is_some_and(|e| {
+                e.code.is_some_and(|c| {
+                    c == 0 || app(&i.name).is_some_and(|a| a.stop_exit_codes.contains(&c))
+                })
+            })
+    };
+    match snap.instances.iter().find(|i| {
+        app(&i.name).is_none_or(|a| a.autostart) && i.status != Status::Online && !completed(i)
+    }) {
+        Some(i) => Err(format!(
+            "{}:{} (id {}) is {}, not online",
+            i.name,
+            i.instance,
+            i.id,
+            i.status.as_str()
+        )),
         None => Ok(()),
     }
 }
@@ -210,6 +233,7 @@ pub(crate) mod tests {
             last_exit: None,
             cron_next: None,
             env_keys: vec!["SECRET_KEY".into()],
+            readiness: Default::default(),
         }
     }
 
@@ -287,7 +311,7 @@ pub(crate) mod tests {
         });
         assert_eq!(
             health(&s, false).unwrap_err(),
-            "api:0 (id 0) is errored (last exit: code 3)"
+            "api:0 (id 0) is errored (last exit: code 3); 1 errored, 0 blocked"
         );
     }
 

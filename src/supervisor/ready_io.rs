@@ -68,7 +68,10 @@ impl ReadyIo {
         let sock = match NotifySocket::bind(Addr::Abstract(name)) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("{}: cannot make a notify socket ({e}); sd_notify messages will not arrive", spec.name);
+                tracing::warn!(
+                    "{}: cannot make a notify socket ({e}); sd_notify messages will not arrive",
+                    spec.name
+                );
                 return None;
             }
         };

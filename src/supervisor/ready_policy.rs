@@ -53,7 +53,13 @@ impl State {
     }
 
     /// A check of process `pid` finished.
-    pub fn on_check_done(&mut self, id: InstId, pid: i32, r: &CheckResult, now: Now) -> Vec<Action> {
+    pub fn on_check_done(
+        &mut self,
+        id: InstId,
+        pid: i32,
+        r: &CheckResult,
+        now: Now,
+    ) -> Vec<Action> {
         if let Some(i) = self.get_mut(id).filter(|i| i.phase.pid() == Some(pid)) {
             let s = &mut i.checks;
             let secs = r.took.as_secs_f64();
@@ -147,8 +153,12 @@ impl State {
             };
             let name = format!("{}:{}", self.apps[inst.app].spec.name, inst.index);
             match d {
-                Decision::Online { by: ReadyBy::Spawned } => {}
-                Decision::Online { by: ReadyBy::Timeout } => {}
+                Decision::Online {
+                    by: ReadyBy::Spawned,
+                } => {}
+                Decision::Online {
+                    by: ReadyBy::Timeout,
+                } => {}
                 Decision::Online { by } => out.push(Action::Note(
                     Level::Info,
                     format!("{name} ready ({})", ready_word(by)),
@@ -161,7 +171,10 @@ impl State {
                     timeout,
                 }),
                 Decision::Restart(why) => {
-                    out.push(Action::Note(Level::Warn, format!("{name} {why}: restarting")));
+                    out.push(Action::Note(
+                        Level::Warn,
+                        format!("{name} {why}: restarting"),
+                    ));
                     let uptime = now.mono.saturating_duration_since(since);
                     if let Some(i) = self.get_mut(id) {
                         i.check_restart = Some((why.to_string(), uptime));
@@ -176,9 +189,7 @@ impl State {
                     // the replacement keeps running, online, and the reload that waits for it
                     // fails with this reason (`ops::Wait::Ready`). The cluster engineer's
                     // rolling reload stops the replacement here and keeps the old one serving.
-                    let ms = self
-                        .spec_of(id)
-                        .map_or(0, |s| s.listen_timeout.as_millis());
+                    let ms = self.spec_of(id).map_or(0, |s| s.listen_timeout.as_millis());
                     let why = format!("not ready within listen_timeout ({ms} ms)");
                     out.push(Action::Note(
                         Level::Warn,
@@ -239,7 +250,9 @@ impl State {
         if self.shutting_down {
             return Err("pmi is shutting down".into());
         }
-        let facts: Vec<AppFacts> = (0..self.apps.len()).map(|a| self.current_facts(a)).collect();
+        let facts: Vec<AppFacts> = (0..self.apps.len())
+            .map(|a| self.current_facts(a))
+            .collect();
         start_order::container_ready(self.apps.iter().zip(&facts).map(|(a, f)| {
             let f = AppFacts {
                 // A blocked app holds readiness back as an errored one does.
@@ -304,7 +317,9 @@ impl State {
 
     /// An app is blocked by its start order (counts as errored for `pmi health`, auto-exit).
     pub fn any_blocked(&self) -> bool {
-        self.instances.iter().any(|i| self.status(i) == Status::Blocked)
+        self.instances
+            .iter()
+            .any(|i| self.status(i) == Status::Blocked)
     }
 }
 

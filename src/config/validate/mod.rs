@@ -122,7 +122,12 @@ struct Place {
 /// The interpreter is node (pm2's ready message needs Node's IPC channel).
 fn is_node(interpreter: Option<&str>) -> bool {
     interpreter
-        .and_then(|i| Path::new(i).file_name()?.to_str().map(|f| f.starts_with("node")))
+        .and_then(|i| {
+            Path::new(i)
+                .file_name()?
+                .to_str()
+                .map(|f| f.starts_with("node"))
+        })
         .unwrap_or(false)
 }
 
@@ -226,7 +231,8 @@ impl Validator<'_> {
         let ready = checks::ready(&mut self.d, &label, raw.get("ready"), wait_ready);
         let health = checks::health(&mut self.d, &label, raw.get("health")).unwrap_or(None);
         let watchdog = checks::watchdog(&mut self.d, &label, raw.get("watchdog")).unwrap_or(None);
-        let deps = checks::depends_on(&mut self.d, &label, raw.get("depends_on")).unwrap_or_default();
+        let deps =
+            checks::depends_on(&mut self.d, &label, raw.get("depends_on")).unwrap_or_default();
         self.notes(raw);
         if let (Some(checks::ReadySpec::Message), Some(e)) = (&ready, raw.get("wait_ready")) {
             if !is_node(p.interpreter.as_deref()) {

@@ -81,14 +81,22 @@ fn started(apps: Vec<AppSpec>, now: Now) -> (State, i32) {
     (st, pid)
 }
 
-/// Carries out spawns with made-up pids, as the supervisor loop would.
-fn run(st: &mut State, actions: Vec<Action>, now: Now, next_pid: &mut i32) -> Vec<Action> {
+/// Carries out spawns with made-up pids, as the supervisor loop would (the readiness tracker
+/// starts right after the spawn, and may start dependents).
+pub(crate) fn run(
+    st: &mut State,
+    actions: Vec<Action>,
+    now: Now,
+    next_pid: &mut i32,
+) -> Vec<Action> {
     let mut rest = Vec::new();
-    for a in actions {
+    let mut queue = std::collections::VecDeque::from(actions);
+    while let Some(a) = queue.pop_front() {
         match a {
             Action::Spawn(id) => {
                 *next_pid += 1;
                 st.on_spawned(id, *next_pid, now);
+                queue.extend(st.track_spawn(id, now));
             }
             Action::Note(..) => {}
             other => rest.push(other),
@@ -473,3 +481,6 @@ fn all_names_nothing_but_is_no_error_after_every_instance_was_scaled_away() {
     assert_eq!(st.resolve(&crate::api::Target::parse("w")), Ok(vec![]));
     assert!(st.resolve(&crate::api::Target::parse("nope")).is_err());
 }
+
+#[path = "ready_tests.rs"]
+mod ready_tests;
