@@ -25,6 +25,63 @@ pub struct Snapshot {
     /// `app_info` by the supervisor; absent in snapshots of older pmi versions.
     #[serde(default)]
     pub apps: Vec<AppInfo>,
+    /// Why the container is not ready (`/readyz`, `pmi health --ready`); `None`: every
+    /// autostart app is ready (a completed job counts).
+    #[serde(default)]
+    pub not_ready: Option<String>,
+}
+
+/// An instance's readiness, health and start order, as `status --json` shows them (flattened
+/// into the instance).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct Readiness {
+    /// Ready for dependents and `/readyz` (not merely online after `listen_timeout`).
+    pub ready: bool,
+    /// What made it online: spawned, message, notify, listening, check, timeout.
+    pub ready_by: Option<String>,
+    /// starting, healthy, failing, unhealthy; `None` without a health check.
+    pub health: Option<String>,
+    /// Health checks failed in a row.
+    pub health_failures: u32,
+    /// While `waiting`: the dependencies not met yet.
+    pub waiting_on: Vec<DepWait>,
+    /// While `blocked`: the dependencies that can no longer meet their condition.
+    pub blocked_by: Vec<DepBlock>,
+    /// The app's last sd_notify `STATUS=`.
+    pub notify_status: Option<String>,
+    /// The last ready and health check results (with their bounded output).
+    pub checks: Vec<CheckInfo>,
+    /// Counters over all of the instance's processes.
+    pub check_runs: u64,
+    pub check_failures: u64,
+    pub check_seconds_total: f64,
+    pub check_last_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct DepWait {
+    pub app: String,
+    pub condition: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct DepBlock {
+    pub app: String,
+    pub condition: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CheckInfo {
+    /// ready or health.
+    pub kind: String,
+    pub ok: bool,
+    /// One line: "HTTP 200 OK", "connection refused", "exit code 1".
+    pub summary: String,
+    /// At most 4 KiB: the command's last output, or the start of the HTTP answer.
+    pub output: String,
+    pub took_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,16 +105,26 @@ pub struct InstanceStatus {
     pub cron_next: Option<u64>,
     /// Keys of the app's own env (never values).
     pub env_keys: Vec<String>,
+    #[serde(flatten)]
+    pub readiness: Readiness,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Status {
-    /// Reserved: pmi produces it only once readiness (`wait_ready`, cluster mode) is supported;
-    /// kept in the schema (and in `/metrics`' state set) so that clients need no change then.
+    /// Not started: waits for its `depends_on` (`waiting_on` says on what).
+    #[serde(rename = "waiting")]
+    Waiting,
+    /// Not started: a dependency can no longer meet its condition (`blocked_by`).
+    #[serde(rename = "blocked")]
+    Blocked,
+    /// Running, not ready yet (SPEC §9).
     #[serde(rename = "launching")]
     Launching,
     #[serde(rename = "online")]
     Online,
+    /// Failed its health check (or watchdog) and is being restarted.
+    #[serde(rename = "unhealthy")]
+    Unhealthy,
     #[serde(rename = "stopping")]
     Stopping,
     #[serde(rename = "stopped")]
@@ -71,6 +138,9 @@ pub enum Status {
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Waiting => "waiting",
+            Status::Blocked => "blocked",
+            Status::Unhealthy => "unhealthy",
             Status::Launching => "launching",
             Status::Online => "online",
             Status::Stopping => "stopping",
@@ -130,6 +200,17 @@ pub struct AppInfo {
     pub pid_file: Option<String>,
     /// Keys of the app's own env (never values).
     pub env_keys: Vec<String>,
+    /// spawned, message, notify, or the check ("http http://…", "tcp 5432", "exec …").
+    #[serde(default)]
+    pub ready: String,
+    /// The health check ("http http://… every 30000 ms"), if any.
+    #[serde(default)]
+    pub health: Option<String>,
+    #[serde(default)]
+    pub watchdog_ms: Option<u64>,
+    /// "migrate (completed)".
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 /// The readers' view of an app's spec: drops env values, keeps everything else users look at.
@@ -176,5 +257,47 @@ pub fn app_info(spec: &crate::config::AppSpec) -> AppInfo {
         gid: spec.gid,
         pid_file: spec.pid_file.as_deref().map(path),
         env_keys: spec.env.keys().cloned().collect(),
+        ready: ready_text(&spec.ready),
+        health: spec.health.as_ref().map(|h| {
+            format!(
+                "{} every {} ms, timeout {} ms, retries {}, start_period {} ms",
+                probe_text(&h.check.probe),
+                ms(h.check.interval),
+                ms(h.check.timeout),
+                h.retries,
+                ms(h.start_period)
+            )
+        }),
+        watchdog_ms: spec.watchdog.map(ms),
+        depends_on: spec
+            .depends_on
+            .iter()
+            .map(|d| format!("{} ({})", d.app, d.condition.name()))
+            .collect(),
+    }
+}
+
+fn ready_text(r: &crate::config::checks::ReadySpec) -> String {
+    use crate::config::checks::ReadySpec;
+    match r {
+        ReadySpec::Spawned => "spawned".into(),
+        ReadySpec::Message => "message".into(),
+        ReadySpec::Notify => "notify".into(),
+        ReadySpec::Check(c) => format!(
+            "{} every {} ms, timeout {} ms",
+            probe_text(&c.probe),
+            c.interval.as_millis(),
+            c.timeout.as_millis()
+        ),
+    }
+}
+
+/// A probe in one line; an exec check shows its command (what the apps file says, no env).
+fn probe_text(p: &crate::config::checks::Probe) -> String {
+    use crate::config::checks::Probe;
+    match p {
+        Probe::Http(u) => format!("http {}", u.url),
+        Probe::Tcp(a) => format!("tcp {a}"),
+        Probe::Exec(argv) => format!("exec {}", argv.join(" ")),
     }
 }

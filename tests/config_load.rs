@@ -686,8 +686,8 @@ fn readiness_fields() {
 #[test]
 fn depends_on() {
     let l = ok("apps:\n  - name: db\n    script: db.js\n  - name: api\n    script: api.js\n    depends_on: [db]\n  - name: web\n    script: web.js\n    depends_on: api\n");
-    assert_eq!(l.spec.apps[1].depends_on, ["db"]);
-    assert_eq!(l.spec.apps[2].depends_on, ["api"]);
+    assert_eq!(l.spec.apps[1].depends_on[0].app, "db");
+    assert_eq!(l.spec.apps[2].depends_on[0].app, "api");
     let e = err("apps:\n  - name: api\n    script: api.js\n    depends_on: [dbb]\n");
     assert!(
         e.contains("apps.yaml:4:18: app 'api' field 'depends_on': no app named 'dbb'"),
@@ -754,7 +754,7 @@ fn ignored_pm2_keys_are_reported_once_per_file() {
 
 #[test]
 fn pmi_additions_not_yet_supported_warn() {
-    let w = warnings("apps:\n  - script: a.js\n    ready: {http: /healthz}\n");
+    let w = warnings("apps:\n  - script: a.js\n    listen: 3000\n");
     assert!(w[0].contains("not supported by this version"), "{w:?}");
 }
 

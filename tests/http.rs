@@ -86,6 +86,7 @@ fn inst(id: u32, name: &str, index: u32, status: Status) -> InstanceStatus {
         }),
         cron_next: None,
         env_keys: vec!["SECRET_KEY".to_string()],
+        readiness: Default::default(),
     }
 }
 
@@ -115,6 +116,7 @@ fn snapshot(instances: Vec<InstanceStatus>) -> Snapshot {
         forwarded_signals: 3,
         instances,
         apps,
+        not_ready: None,
     }
 }
 

@@ -70,8 +70,8 @@ pub const APP_FIELDS: &[Field] = &[
     f("watchdog", &[]),
 ];
 
-/// pmi additions that are recognised but not implemented yet: reported, then ignored.
-pub const NOT_YET: &[&str] = &["ready", "health", "watchdog"];
+/// pmi additions that are recognised but not implemented yet: reported, then ignored (none now).
+pub const NOT_YET: &[&str] = &[];
 
 /// pm2 keys that only matter to PM2.io, Node internals, Windows or pm2's own CLI. pmi accepts
 /// them and says once per file that they are ignored.

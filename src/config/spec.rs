@@ -128,12 +128,18 @@ pub struct AppSpec {
     /// setgroups() at spawn. Empty without `uid` or when the uid has no passwd entry.
     pub groups: Vec<u32>,
     pub pid_file: Option<PathBuf>,
-    /// Fields kept for the readiness work; parsed, not yet active.
+    /// pm2's `wait_ready` as written (it also made `ready` `Message`).
     pub wait_ready: bool,
     #[serde(serialize_with = "ser_ms")]
     pub listen_timeout: Duration,
     pub shutdown_with_message: bool,
-    pub depends_on: Vec<String>,
+    /// Start order (SPEC §10); shutdown runs in reverse.
+    pub depends_on: Vec<super::checks::Dependency>,
+    /// When an instance is ready (SPEC §9).
+    pub ready: super::checks::ReadySpec,
+    pub health: Option<super::checks::HealthSpec>,
+    #[serde(serialize_with = "ser_opt_ms")]
+    pub watchdog: Option<Duration>,
 }
 
 /// pm2's restart rules for one app.

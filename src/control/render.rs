@@ -57,7 +57,7 @@ fn paint(s: &str, code: &str, color: bool) -> String {
 fn status_color(s: Status) -> &'static str {
     match s {
         Status::Online => "32",
-        Status::Errored => "31",
+        Status::Errored | Status::Blocked | Status::Unhealthy => "31",
         Status::Stopped => "90",
         _ => "33",
     }
@@ -119,7 +119,84 @@ pub fn table(rows: &[InstanceRow], color: bool) -> String {
         out.push_str(&line(vals));
     }
     out.push_str(&rule("└", "┴", "┘"));
+    for r in rows {
+        if let Some(n) = order_note(r) {
+            out.push_str(&format!("{}:{} {n}\n", r.name, r.instance));
+        }
+    }
     out
+}
+
+/// "waiting on migrate (completed)" / "blocked by migrate (completed): completed with a
+/// failure", for the lines under the table and `describe`.
+pub fn order_note(r: &InstanceRow) -> Option<String> {
+    let rd = &r.readiness;
+    if !rd.blocked_by.is_empty() {
+        let b: Vec<String> = rd
+            .blocked_by
+            .iter()
+            .map(|b| format!("{} ({}): {}", b.app, b.condition, b.reason))
+            .collect();
+        return Some(format!("blocked by {}", b.join("; ")));
+    }
+    if !rd.waiting_on.is_empty() {
+        let w: Vec<String> = rd
+            .waiting_on
+            .iter()
+            .map(|w| format!("{} ({})", w.app, w.condition))
+            .collect();
+        return Some(format!("waiting on {}", w.join(", ")));
+    }
+    None
+}
+
+/// An instance's readiness, health and last checks, for `describe`.
+fn readiness_lines(i: &InstanceRow, out: &mut String) {
+    let rd = &i.readiness;
+    let l = |out: &mut String, k: &str, v: String| out.push_str(&format!("    {k:<20} {v}\n"));
+    if let Some(n) = order_note(i) {
+        l(out, "start order", n);
+    }
+    if i.pid.is_some() {
+        l(
+            out,
+            "ready",
+            match (&rd.ready_by, rd.ready) {
+                (Some(by), true) => format!("yes ({by})"),
+                (Some(by), false) => format!("no (online: {by})"),
+                _ => "no".into(),
+            },
+        );
+    }
+    if let Some(h) = &rd.health {
+        l(
+            out,
+            "health",
+            format!("{h} ({} failures in a row)", rd.health_failures),
+        );
+    }
+    if let Some(s) = &rd.notify_status {
+        l(out, "notify status", s.clone());
+    }
+    for c in &rd.checks {
+        let verdict = if c.ok { "passed" } else { "failed" };
+        l(
+            out,
+            &format!("last {} check", c.kind),
+            format!("{verdict}: {} ({} ms)", c.summary, c.took_ms),
+        );
+        if !c.output.is_empty() {
+            for line in c.output.lines() {
+                out.push_str(&format!("      | {line}\n"));
+            }
+        }
+    }
+    if rd.check_runs > 0 {
+        out.push_str(&format!(
+            "    {:<20} {} run, {} failed\n",
+            "checks", rd.check_runs, rd.check_failures
+        ));
+    }
 }
 
 /// Length without ANSI colour codes.
@@ -217,6 +294,20 @@ pub fn describe(apps: &[AppDescription]) -> String {
             kv("uid/gid", format!("{}/{}", opt(&a.uid), opt(&a.gid)));
             kv("pid file", opt(&a.pid_file));
             kv("env keys", list(&a.env_keys));
+            kv(
+                "ready",
+                if a.ready.is_empty() {
+                    "-".into()
+                } else {
+                    a.ready.clone()
+                },
+            );
+            kv("health", opt(&a.health));
+            kv(
+                "watchdog",
+                a.watchdog_ms.map_or("-".into(), |m| format!("{m} ms")),
+            );
+            kv("depends on", list(&a.depends_on));
         }
         if d.instances.is_empty() {
             out.push_str("  (no instances)\n");
@@ -236,6 +327,7 @@ pub fn describe(apps: &[AppDescription]) -> String {
                 bytes(i.memory_bytes),
                 i.last_exit.as_ref().map_or("-".into(), exit_info),
             ));
+            readiness_lines(i, &mut out);
         }
     }
     out
@@ -294,6 +386,7 @@ mod tests {
             last_exit: None,
             exec_mode: "fork".into(),
             cron_next: None,
+            readiness: Default::default(),
         }
     }
 

@@ -58,7 +58,7 @@ fn reply_to(op: &Op, next_pid: &mut u32) -> Result<Vec<Brief>, OpError> {
     };
     *next_pid += 1;
     match op {
-        Op::Restart(Target::Id(id)) | Op::Start(Target::Id(id)) => {
+        Op::Restart(Target::Id(id)) | Op::Reload(Target::Id(id)) | Op::Start(Target::Id(id)) => {
             Ok(vec![brief(*id, Some(*next_pid), Status::Online)])
         }
         Op::Restart(_) | Op::Start(_) => Ok(vec![brief(0, Some(*next_pid), Status::Online)]),

@@ -10,9 +10,12 @@ use std::fmt::Write as _;
 use crate::os::proc::GroupUsage;
 use crate::status::{InstanceStatus, Snapshot, Status};
 
-const STATUSES: [Status; 6] = [
+const STATUSES: [Status; 9] = [
+    Status::Waiting,
+    Status::Blocked,
     Status::Launching,
     Status::Online,
+    Status::Unhealthy,
     Status::Stopping,
     Status::Stopped,
     Status::WaitingRestart,
@@ -105,8 +108,68 @@ pub fn metrics(
             m.sample("pmi_instance_cpu_seconds_total", &labels(i), secs);
         }
     }
+    readiness_families(&mut m, snap);
     pmi_families(&mut m, snap);
     m.out
+}
+
+/// Readiness and checks: `pmi_instance_ready`, `pmi_instance_healthy` (instances with a health
+/// check), and the checks' counters and last duration.
+fn readiness_families(m: &mut Exposition, snap: &Snapshot) {
+    let labels = |i: &InstanceStatus| vec![("app", i.name.clone()), ("pm_id", i.id.to_string())];
+    m.family(
+        "pmi_instance_ready",
+        "gauge",
+        "1 when the instance is ready (its ready signal or check came), else 0.",
+    );
+    for i in &snap.instances {
+        let v = f64::from(u8::from(i.readiness.ready));
+        m.sample("pmi_instance_ready", &labels(i), v);
+    }
+    m.family(
+        "pmi_instance_healthy",
+        "gauge",
+        "1 when the instance's last health check passed, else 0 (instances with a health check).",
+    );
+    for i in &snap.instances {
+        if let Some(h) = &i.readiness.health {
+            let v = f64::from(u8::from(h == "healthy"));
+            m.sample("pmi_instance_healthy", &labels(i), v);
+        }
+    }
+    type Get = fn(&crate::status::Readiness) -> f64;
+    let counters: [(&str, &str, &str, Get); 4] = [
+        (
+            "pmi_instance_checks_total",
+            "counter",
+            "Ready and health checks run for the instance.",
+            |r| r.check_runs as f64,
+        ),
+        (
+            "pmi_instance_check_failures_total",
+            "counter",
+            "Ready and health checks that failed.",
+            |r| r.check_failures as f64,
+        ),
+        (
+            "pmi_instance_check_seconds_total",
+            "counter",
+            "Time the instance's checks took, in seconds.",
+            |r| r.check_seconds_total,
+        ),
+        (
+            "pmi_instance_check_last_seconds",
+            "gauge",
+            "How long the instance's last check took, in seconds.",
+            |r| r.check_last_seconds,
+        ),
+    ];
+    for (name, kind, help, get) in counters {
+        m.family(name, kind, help);
+        for i in snap.instances.iter().filter(|i| i.readiness.check_runs > 0) {
+            m.sample(name, &labels(i), get(&i.readiness));
+        }
+    }
 }
 
 /// pmi's own families: counters, version, start time.

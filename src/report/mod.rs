@@ -12,7 +12,7 @@ pub mod view;
 
 use serde::{Deserialize, Serialize};
 
-use crate::status::{AppInfo, ExitInfo, Status};
+use crate::status::{AppInfo, ExitInfo, Readiness, Status};
 
 /// `pmi status --json` (schema in docs/status-json.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +33,11 @@ pub struct PmiInfo {
     pub shutting_down: bool,
     pub reaped_orphans: u64,
     pub forwarded_signals: u64,
+    /// Every autostart app is ready (`/readyz`); else `not_ready` says why.
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub not_ready: Option<String>,
 }
 
 /// One instance as `status` shows it.
@@ -56,6 +61,9 @@ pub struct InstanceRow {
     pub last_exit: Option<ExitInfo>,
     pub exec_mode: String,
     pub cron_next: Option<u64>,
+    /// Readiness, health, start order (docs/status-json.md).
+    #[serde(flatten)]
+    pub readiness: Readiness,
 }
 
 /// `pmi describe`: one app and the instances the target selected.

@@ -75,6 +75,7 @@ pub fn row(i: &InstanceStatus, usage: &HashMap<i32, Usage>, now_ms: u64) -> Inst
         last_exit: i.last_exit.clone(),
         exec_mode: i.exec_mode.clone(),
         cron_next: i.cron_next,
+        readiness: i.readiness.clone(),
     }
 }
 
@@ -95,6 +96,8 @@ pub fn status_report(
             shutting_down: snap.shutting_down,
             reaped_orphans: snap.reaped_orphans,
             forwarded_signals: snap.forwarded_signals,
+            ready: snap.not_ready.is_none() && !snap.shutting_down,
+            not_ready: snap.not_ready.clone(),
         },
         instances: instances.iter().map(|i| row(i, usage, now_ms)).collect(),
     }
@@ -131,16 +134,25 @@ pub fn describe(
         .collect())
 }
 
-/// Liveness: no instance is errored. Readiness (`ready`): also every instance of every autostart
-/// app is online, and pmi is not shutting down. `Err` carries a one-line reason.
+/// Liveness: no instance is errored or blocked (an unhealthy one is being restarted by pmi,
+/// so it does not fail liveness). Readiness (`ready`): also every autostart app is ready (the
+/// supervisor's verdict, `Snapshot::not_ready`: a completed job counts, a waiting or failed app
+/// holds it back), and pmi is not shutting down. `Err` carries a one-line reason.
 pub fn health(snap: &Snapshot, ready: bool) -> Result<(), String> {
-    if let Some(i) = snap.instances.iter().find(|i| i.status == Status::Errored) {
+    let bad = |s: Status| matches!(s, Status::Errored | Status::Blocked);
+    if let Some(i) = snap.instances.iter().find(|i| bad(i.status)) {
+        let count = |s: Status| snap.instances.iter().filter(|i| i.status == s).count();
+        let (errored, blocked) = (count(Status::Errored), count(Status::Blocked));
+        let why = match i.status {
+            Status::Blocked => format!(" ({})", blocked_note(i)),
+            _ => exit_note(i),
+        };
         return Err(format!(
-            "{}:{} (id {}) is errored{}",
+            "{}:{} (id {}) is {}{why}; {errored} errored, {blocked} blocked",
             i.name,
             i.instance,
             i.id,
-            exit_note(i)
+            i.status.as_str(),
         ));
     }
     if !ready {
@@ -152,17 +164,24 @@ pub fn health(snap: &Snapshot, ready: bool) -> Result<(), String> {
     if snap.pid == 0 {
         return Err("pmi is starting".into());
     }
-    let autostart = |name: &str| {
-        snap.apps
-            .iter()
-            .find(|a| a.name == name)
-            .is_none_or(|a| a.autostart)
+    if let Some(why) = &snap.not_ready {
+        return Err(format!("not ready: {why}"));
+    }
+    // Also from the instances themselves: an instance of an autostart app that is neither
+    // online nor completed (a clean exit: 0 or a stop_exit_codes code) holds readiness back, so
+    // an app the user stopped makes the container not ready.
+    let app = |name: &str| snap.apps.iter().find(|a| a.name == name);
+    let completed = |i: &InstanceStatus| {
+        i.status == Status::Stopped
+            && i.last_exit.as_ref().is_some_and(|e| {
+                e.code.is_some_and(|c| {
+                    c == 0 || app(&i.name).is_some_and(|a| a.stop_exit_codes.contains(&c))
+                })
+            })
     };
-    match snap
-        .instances
-        .iter()
-        .find(|i| autostart(&i.name) && i.status != Status::Online)
-    {
+    match snap.instances.iter().find(|i| {
+        app(&i.name).is_none_or(|a| a.autostart) && i.status != Status::Online && !completed(i)
+    }) {
         Some(i) => Err(format!(
             "{}:{} (id {}) is {}, not online",
             i.name,
@@ -172,6 +191,15 @@ pub fn health(snap: &Snapshot, ready: bool) -> Result<(), String> {
         )),
         None => Ok(()),
     }
+}
+
+fn blocked_note(i: &InstanceStatus) -> String {
+    i.readiness
+        .blocked_by
+        .iter()
+        .map(|b| format!("by {} ({}): {}", b.app, b.condition, b.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn exit_note(i: &InstanceStatus) -> String {
@@ -205,6 +233,7 @@ pub(crate) mod tests {
             last_exit: None,
             cron_next: None,
             env_keys: vec!["SECRET_KEY".into()],
+            readiness: Default::default(),
         }
     }
 
@@ -282,7 +311,7 @@ pub(crate) mod tests {
         });
         assert_eq!(
             health(&s, false).unwrap_err(),
-            "api:0 (id 0) is errored (last exit: code 3)"
+            "api:0 (id 0) is errored (last exit: code 3); 1 errored, 0 blocked"
         );
     }
 

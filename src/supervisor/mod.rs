@@ -13,7 +13,8 @@ pub mod env;
 pub mod ops;
 pub mod policy;
 pub mod readiness;
-mod ready_min;
+mod ready_io;
+mod ready_policy;
 pub mod reload;
 mod snapshot;
 pub mod start_order;
@@ -31,12 +32,15 @@ use crate::api::{ControlMsg, Handle, OpError, Trigger};
 use crate::config::{self, LogFormat, Settings, DEFAULT_KILL_TIMEOUT};
 use crate::exit;
 use crate::logs::{LogHub, LogSource};
+use crate::os::notify::{Notice, Upward};
 use crate::os::reap::reap_all;
 use crate::os::spawn::{spawn_with, Pass, SpawnRequest, Streams};
 use crate::os::{pid1, signals, strays};
 use crate::status::Snapshot;
 use ops::Pending;
 use policy::{Action, Level};
+use readiness::CheckResult;
+use ready_io::ReadyIo;
 use state::{InstId, Now, State};
 
 /// Reaping also runs on this slow tick, in case a SIGCHLD notification was ever missed.
@@ -80,6 +84,18 @@ pub struct Supervisor {
     file: String,
     memory_next: Option<Instant>,
     cluster: cluster::Cluster,
+    io: ReadyIo,
+    upward: UpwardState,
+}
+
+/// pmi's own sd_notify messages (SPEC §10): READY=1 once, STATUS= when the reason changes,
+/// STOPPING=1 once.
+#[derive(Default)]
+struct UpwardState {
+    to: Option<Upward>,
+    ready_sent: bool,
+    stopping_sent: bool,
+    last_status: String,
 }
 
 impl Supervisor {
@@ -112,6 +128,11 @@ impl Supervisor {
             file,
             memory_next: None,
             cluster: cluster::Cluster::new(),
+            io: ReadyIo::new(),
+            upward: UpwardState {
+                to: Upward::from_env(),
+                ..UpwardState::default()
+            },
         }
     }
 
@@ -182,12 +203,60 @@ impl Supervisor {
                     tracing::info!("restarting: {}", t.reason);
                     self.state.restart_app(t.app, Now::read())
                 }
+                d = self.io.runner.next() => {
+                    let (id, pid, kind, seq) = d.key;
+                    let o = d.outcome;
+                    let r = CheckResult { kind, seq, ok: o.ok, summary: o.summary, output: o.output, took: o.took };
+                    self.state.on_check_done(id, pid, &r, Now::read())
+                }
+                Some((id, pid, n)) = self.io.notices_rx.recv() => self.on_notice(id, pid, n),
                 _ = sleep_until(deadline) => self.on_deadline(&mut safety),
             };
             finish = self.execute(actions);
             self.answer_pending();
         }
+        self.publish();
+        self.tell_upward(true);
         self.shut_down(sigs, finish).await
+    }
+
+    fn on_notice(&mut self, id: InstId, pid: i32, n: Notice) -> Vec<Action> {
+        if let Some(spec) = self.state.spec_of(id) {
+            let name = spec.name.clone();
+            self.io.note_garbage(id, &name, &n);
+        }
+        self.state.on_notice(id, pid, &n, Now::read())
+    }
+
+    /// pmi's own readiness upward, after each event (`Upward` never blocks).
+    fn tell_upward(&mut self, finishing: bool) {
+        if self.upward.to.is_none() {
+            return;
+        }
+        let ready = self.state.container_ready();
+        let u = &mut self.upward;
+        let Some(to) = &u.to else { return };
+        if finishing || self.state.shutting_down {
+            if !u.stopping_sent {
+                u.stopping_sent = true;
+                let _ = to.stopping();
+            }
+            return;
+        }
+        let status = match &ready {
+            Ok(()) => format!("{} apps ready", self.state.apps.len()),
+            Err(why) => format!("not ready: {why}"),
+        };
+        if status == u.last_status {
+            return;
+        }
+        if !u.ready_sent && ready.is_ok() {
+            u.ready_sent = true;
+            let _ = to.ready(&status);
+        } else {
+            let _ = to.status(&status);
+        }
+        u.last_status = status;
     }
 
     /// A deadline passed: the safety reap, the memory check, and the policy's timers.
@@ -240,8 +309,13 @@ impl Supervisor {
     fn reap(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         for (pid, status) in reap_all().exits {
+            // An exec check's status goes to its check, never to an app or the orphan count.
+            if self.io.runner.on_reaped(pid, status) {
+                continue;
+            }
             if let Some(id) = self.state.by_pid(pid) {
                 self.cluster.forget(id);
+                self.io.forget(id);
                 // pm2 removes the pid file when the process exits.
                 if let Some(pf) = self.state.spec_of(id).and_then(|s| pid_file(s, id)) {
                     let _ = std::fs::remove_file(pf);
@@ -305,6 +379,18 @@ impl Supervisor {
                     Action::Removed(id) => {
                         self.logs.forget(id);
                         self.cluster.forget(id);
+                        self.io.forget(id);
+                    }
+                    Action::RunCheck {
+                        id,
+                        pid,
+                        kind,
+                        seq,
+                        timeout,
+                    } => {
+                        if let Some(spec) = self.state.spec_of(id).cloned() {
+                            self.io.start_check((id, pid, kind, seq), &spec, timeout);
+                        }
                     }
                 }
             }
@@ -335,6 +421,7 @@ impl Supervisor {
             restarts: inst.restarts,
         };
         let mut env = env::instance_env(&self.base_env, &spec, inj);
+        let sock = self.io.prepare(id, &spec, &mut env);
         // Cluster mode: listen sockets, the Node IPC channel and the preload (SPEC §9).
         let prepared = match self.cluster.prepare(&spec, &mut env) {
             Ok(p) => p,
@@ -348,7 +435,7 @@ impl Supervisor {
         let req = SpawnRequest {
             argv: &prepared.argv,
             cwd: &spec.cwd,
-            env,
+            env: env.clone(),
             streams: Streams::Pipes,
             uid: spec.uid,
             gid: spec.gid,
@@ -365,7 +452,8 @@ impl Supervisor {
             Ok(child) => {
                 self.state.on_spawned(id, child.pid, now);
                 self.cluster.started(id, child.pid, prepared);
-                tracing::info!("{}:{} online (pid {})", spec.name, inj.index, child.pid);
+                self.io.started(id, child.pid, sock, &spec, &env);
+                tracing::info!("{}:{} started (pid {})", spec.name, inj.index, child.pid);
                 if let (Some(out), Some(err)) = (child.stdout, child.stderr) {
                     let src = LogSource {
                         app: Arc::from(spec.name.as_str()),
@@ -421,5 +509,6 @@ impl Supervisor {
         };
         let snap = snapshot::build(&self.state, &header);
         self.snapshot_tx.send_replace(Arc::new(snap));
+        self.tell_upward(false);
     }
 }

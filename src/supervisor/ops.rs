@@ -56,7 +56,7 @@ impl State {
             name: self.apps[i.app].spec.name.clone(),
             instance: i.index,
             pid: i.phase.pid().filter(|p| *p > 0).map(|p| p as u32),
-            status: status_of(&i.phase),
+            status: self.status(i),
         })
     }
 
@@ -70,7 +70,9 @@ impl State {
                         return Some(Err(OpError::Removed(*id)));
                     };
                     match &i.phase {
+                        // Waiting for its dependencies: the start order starts it.
                         Phase::Running { pid, .. } if Some(*pid) != *old => {}
+                        Phase::Waiting => {}
                         Phase::Errored | Phase::Stopped => {
                             let why = i
                                 .last_exit
@@ -130,6 +132,7 @@ pub fn status_of(p: &Phase) -> Status {
         Phase::Stopping { .. } | Phase::Draining { .. } => Status::Stopping,
         Phase::WaitingRestart { .. } => Status::WaitingRestart,
         Phase::Errored => Status::Errored,
+        Phase::Waiting => Status::Waiting,
     }
 }
 

@@ -38,6 +38,14 @@ pub enum Action {
     Note(Level, String),
     /// An instance is gone for good (scale-down): drop what is kept for it.
     Removed(InstId),
+    /// Start a ready or health check of process `pid` and report it with `on_check_done`.
+    RunCheck {
+        id: InstId,
+        pid: i32,
+        kind: super::readiness::CheckKind,
+        seq: u64,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +107,15 @@ impl State {
             .collect();
         let mut out = Vec::new();
         for id in ids {
-            self.schedule_spawn(id, now, &mut out);
+            match self.get(id).map(|i| &self.apps[i.app].spec.depends_on) {
+                // The start order (`advance_start_order`, in `after_event`) starts it.
+                Some(deps) if !deps.is_empty() => {
+                    if let Some(i) = self.get_mut(id) {
+                        i.phase = Phase::Waiting;
+                    }
+                }
+                _ => self.schedule_spawn(id, now, &mut out),
+            }
         }
         self.after_event(now, &mut out);
         out
@@ -142,6 +158,7 @@ impl State {
     }
 
     fn instance_exited(&mut self, id: InstId, status: ExitStatus, now: Now, out: &mut Vec<Action>) {
+        let replacement = self.is_reload_replacement(id);
         self.exit_seq += 1;
         let seq = self.exit_seq;
         let shutting_down = self.shutting_down;
@@ -197,7 +214,7 @@ impl State {
                     ));
                 }
                 // A reload's replacement that exits has failed; the reload removes it.
-                if shutting_down || !policy.autorestart || stop_code || inst.replacement {
+                if shutting_down || !policy.autorestart || stop_code || replacement {
                     inst.phase = Phase::Stopped;
                     return;
                 }
@@ -238,11 +255,38 @@ impl State {
         let Some(pos) = self.instances.iter().position(|i| i.id == id) else {
             return out;
         };
+        let spec = self.apps[self.instances[pos].app].spec.clone();
         let inst = &mut self.instances[pos];
         let Phase::Draining { then, .. } = inst.phase else {
             return out;
         };
+        let check_restart = inst.check_restart.take();
         match then {
+            Then::Restart if !shutting_down && check_restart.is_some() => {
+                // A health or watchdog restart counts like a crash: unstable-restart rules.
+                let uptime = check_restart.map_or(Duration::ZERO, |c| c.1);
+                match next_delay(inst, &spec.restart, uptime) {
+                    Some(delay) => {
+                        inst.restarts += 1;
+                        inst.phase = Phase::WaitingRestart {
+                            until: now.mono + delay,
+                        };
+                        if delay.is_zero() {
+                            out.push(Action::Spawn(id));
+                        }
+                    }
+                    None => {
+                        inst.phase = Phase::Errored;
+                        out.push(Action::Note(
+                            Level::Warn,
+                            format!(
+                                "{}:{} errored: {} unstable restarts; not restarting",
+                                spec.name, inst.index, inst.unstable_restarts
+                            ),
+                        ));
+                    }
+                }
+            }
             Then::Restart if !shutting_down => {
                 inst.restarts += 1;
                 inst.unstable_restarts = 0;
@@ -312,6 +356,7 @@ impl State {
         for id in due {
             out.push(Action::Spawn(id));
         }
+        self.readiness_tick(now, &mut out);
         if !self.shutting_down {
             for a in 0..self.apps.len() {
                 let app = &self.apps[a];
@@ -356,7 +401,10 @@ impl State {
             .iter()
             .filter(|a| !a.cron_suspended && !self.shutting_down)
             .filter_map(|a| a.cron_next.map(|t| now.mono_at(t)));
-        inst.chain(cron).chain(self.reload_deadline()).min()
+        inst.chain(cron)
+            .chain(self.readiness_deadline())
+            .chain(self.reload_deadline())
+            .min()
     }
 
     /// A signal for pmi (SIGCHLD is the reaper's, not the policy's).
@@ -371,7 +419,7 @@ impl State {
                     ));
                     self.shutting_down = true;
                     for inst in &mut self.instances {
-                        if matches!(inst.phase, Phase::WaitingRestart { .. }) {
+                        if matches!(inst.phase, Phase::WaitingRestart { .. } | Phase::Waiting) {
                             inst.phase = Phase::Stopped;
                         }
                     }
@@ -392,7 +440,7 @@ impl State {
         out
     }
 
-    fn schedule_spawn(&mut self, id: InstId, now: Now, out: &mut Vec<Action>) {
+    pub(super) fn schedule_spawn(&mut self, id: InstId, now: Now, out: &mut Vec<Action>) {
         if let Some(inst) = self.get_mut(id) {
             inst.phase = Phase::WaitingRestart { until: now.mono };
             out.push(Action::Spawn(id));
@@ -442,7 +490,8 @@ impl State {
             };
             let app = inst.app;
             match inst.phase {
-                Phase::Stopped | Phase::Errored | Phase::WaitingRestart { .. } => {
+                // `pmi start` of a waiting app starts it now: the user overrides the order.
+                Phase::Stopped | Phase::Errored | Phase::WaitingRestart { .. } | Phase::Waiting => {
                     inst.unstable_restarts = 0;
                     inst.backoff = None;
                     self.schedule_spawn(id, now, &mut out);
@@ -467,7 +516,9 @@ impl State {
             };
             let app = inst.app;
             match inst.phase {
-                Phase::WaitingRestart { .. } | Phase::Errored => inst.phase = Phase::Stopped,
+                Phase::WaitingRestart { .. } | Phase::Errored | Phase::Waiting => {
+                    inst.phase = Phase::Stopped
+                }
                 _ => self.begin_stop(id, Then::Stop, now, &mut out),
             }
             self.apps[app].cron_suspended = true;
@@ -509,6 +560,8 @@ impl State {
                 Phase::Running { .. } | Phase::Stopping { .. } | Phase::Draining { .. } => {
                     self.begin_stop(id, Then::Restart, now, out)
                 }
+                // Still waiting for its dependencies: it starts when they are met.
+                Phase::Waiting => {}
                 Phase::Stopped | Phase::Errored | Phase::WaitingRestart { .. } => {
                     inst.restarts += 1;
                     inst.unstable_restarts = 0;
@@ -535,7 +588,11 @@ impl State {
                 let index = (0..).find(|x| !used.contains(x)).unwrap_or(0);
                 used.push(index);
                 let id = self.add_instance(app, index);
-                self.schedule_spawn(id, now, &mut out);
+                if self.apps[app].gate == super::start_order::Gate::Go {
+                    self.schedule_spawn(id, now, &mut out);
+                } else if let Some(i) = self.get_mut(id) {
+                    i.phase = Phase::Waiting;
+                }
                 touched.push(id);
             }
         } else {
@@ -580,6 +637,7 @@ impl State {
             }
             return;
         }
+        self.advance_start_order(now, out);
         let active = self.instances.iter().any(|i| i.phase.is_active());
         let cron_armed = self
             .apps
@@ -607,7 +665,7 @@ impl State {
                 }
                 let name = self.apps[a].spec.name.clone();
                 let blocked = self.apps.iter().enumerate().any(|(b, other)| {
-                    other.spec.depends_on.contains(&name)
+                    other.spec.depends_on.iter().any(|d| d.app == name)
                         && self
                             .instances
                             .iter()
@@ -630,6 +688,7 @@ impl State {
 
     /// 0 when every instance's last exit was a success; else the code of the one that failed
     /// last (128+N for a signal).
+    /// An app blocked by its start order counts as a failure (1) when no exit says more.
     pub fn exit_code(&self) -> i32 {
         self.instances
             .iter()
@@ -637,7 +696,7 @@ impl State {
             .filter(|e| e.failed)
             .max_by_key(|e| e.seq)
             .map(|e| e.status.shell_code() & 0xff)
-            .unwrap_or(0)
+            .unwrap_or_else(|| i32::from(self.any_blocked()))
     }
 }
 

@@ -45,6 +45,9 @@ struct Step {
     deadline: Instant,
     /// The replacement was ready and the old instance is being stopped.
     retiring: bool,
+    /// An app without a shared socket and with one instance is reloaded in place (SPEC §9:
+    /// stop, start, wait until ready); this was the old process's pid.
+    in_place: Option<Option<i32>>,
 }
 
 /// A reload under way.
@@ -82,7 +85,6 @@ impl State {
             .iter()
             .copied()
             .filter(|i| !self.reloads.iter().any(|r| r.involves(*i)))
-            .filter(|i| self.get(*i).is_some_and(|x| !x.replacement))
             .collect();
         self.reloads.push(Reload {
             id,
@@ -111,8 +113,7 @@ impl State {
         now: Now,
         out: &mut Vec<Action>,
     ) {
-        let spec = &self.apps[app].spec;
-        if super::cluster::shares_socket(spec) || spec.instances > 1 {
+        if self.rolls(app) {
             let running: Vec<InstId> = ids
                 .iter()
                 .copied()
@@ -142,11 +143,30 @@ impl State {
         out
     }
 
+    /// An app whose instances are replaced beside the old ones: it shares a socket, or has
+    /// more than one instance.
+    fn rolls(&self, app: usize) -> bool {
+        super::cluster::shares_socket(&self.apps[app].spec) || self.of_app(app).len() > 1
+    }
+
+    /// `id` is a reload's replacement that has not taken over yet: when it exits, it has failed
+    /// (the reload removes it), so it is not restarted.
+    pub(super) fn is_reload_replacement(&self, id: InstId) -> bool {
+        self.reloads.iter().any(|r| {
+            r.step
+                .as_ref()
+                .is_some_and(|s| s.new == id && !s.retiring && s.in_place.is_none())
+        })
+    }
+
     /// The earliest deadline of a replacement.
     pub fn reload_deadline(&self) -> Option<Instant> {
         self.reloads
             .iter()
-            .filter_map(|r| r.step.as_ref().filter(|s| !s.retiring).map(|s| s.deadline))
+            .filter_map(|r| {
+                let s = r.step.as_ref()?;
+                (!s.retiring && s.in_place.is_none()).then_some(s.deadline)
+            })
             .min()
     }
 
@@ -191,11 +211,23 @@ impl State {
                 let Some(old) = r.queue.pop_front() else {
                     return Progress::Finished(Ok(std::mem::take(&mut r.done)));
                 };
-                match self.get(old).map(|i| i.phase.clone()) {
+                match self.get(old).map(|i| (i.app, i.phase.clone())) {
                     None => {}
-                    Some(Phase::Running { .. }) if !self.shutting_down => {
+                    Some((app, Phase::Running { pid, .. })) if !self.rolls(app) => {
+                        if let Some(i) = self.get_mut(old) {
+                            i.replacement = true;
+                        }
+                        self.restart_ids(&[old], now, out);
+                        r.step = Some(Step {
+                            old,
+                            new: old,
+                            deadline: now.mono,
+                            retiring: false,
+                            in_place: Some(Some(pid)),
+                        });
+                    }
+                    Some((_, Phase::Running { .. })) => {
                         r.step = Some(self.start_replacement(old, now, out));
-                        continue;
                     }
                     Some(_) => {
                         self.restart_ids(&[old], now, out);
@@ -204,12 +236,31 @@ impl State {
                 }
                 continue;
             };
+            if let Some(old_pid) = step.in_place {
+                match self.in_place_state(step.old, old_pid) {
+                    None => return Progress::Waiting,
+                    Some(Ok(())) => {
+                        r.done.push(step.old);
+                        r.step = None;
+                        continue;
+                    }
+                    Some(Err(why)) => {
+                        let (name, index) = self.label_of(step.old);
+                        r.queue.clear();
+                        let done = std::mem::take(&mut r.done);
+                        let f = ReloadFailure {
+                            name,
+                            index,
+                            why,
+                            done,
+                        };
+                        return Progress::Finished(Err(f));
+                    }
+                }
+            }
             if step.retiring {
                 if self.get(step.old).is_some() {
                     return Progress::Waiting;
-                }
-                if let Some(n) = self.get_mut(step.new) {
-                    n.replacement = false;
                 }
                 r.done.push(step.new);
                 r.step = None;
@@ -258,6 +309,30 @@ impl State {
             new,
             deadline: now.mono + timeout,
             retiring: false,
+            in_place: None,
+        }
+    }
+
+    /// An in-place reload: `None` while the new process is not there or not online yet.
+    fn in_place_state(&self, id: InstId, old_pid: Option<i32>) -> Option<Result<(), String>> {
+        let Some(i) = self.get(id) else {
+            return Some(Err("the instance was removed".into()));
+        };
+        match i.phase {
+            Phase::Running { pid, .. } if Some(pid) != old_pid => {
+                if let Some(why) = &i.replacement_failed {
+                    return Some(Err(why.clone()));
+                }
+                i.tracker
+                    .as_ref()
+                    .is_some_and(|t| t.is_online())
+                    .then_some(Ok(()))
+            }
+            Phase::Errored | Phase::Stopped => {
+                let last = i.last_exit.map(|e| format!(" ({})", e.status));
+                Some(Err(format!("it exited{}", last.unwrap_or_default())))
+            }
+            _ => None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::super::policy::tests::app;
 use super::super::policy::Action;
 use super::super::state::{InstId, Now, Phase, State};
+use crate::config::checks::ReadySpec;
 use crate::config::AppSpec;
 use crate::exit::ExitStatus;
 
@@ -96,6 +97,11 @@ fn two(wait_ready: bool) -> AppSpec {
     AppSpec {
         instances: 2,
         wait_ready,
+        ready: if wait_ready {
+            ReadySpec::Message
+        } else {
+            ReadySpec::Spawned
+        },
         ..app("web")
     }
 }
@@ -229,4 +235,21 @@ fn one_instance_without_a_shared_socket_restarts_stop_then_start() {
         w.st.get(0).map(|i| &i.phase),
         Some(Phase::Stopping { .. })
     ));
+}
+
+#[test]
+fn one_instance_without_a_shared_socket_is_reloaded_in_place() {
+    let mut w = World::new(AppSpec {
+        ready: ReadySpec::Message,
+        ..app("solo")
+    });
+    let r = w.reload(&[0]);
+    // Stop, then start (a second process would fight over the app's own port).
+    assert_eq!(w.kills, [101]);
+    w.exit(101, ExitStatus::Signal(libc::SIGINT));
+    assert_eq!(w.table(), [(0, 0, Some(102))]);
+    assert!(w.st.reload_outcome(r).is_none(), "answered before ready");
+    let a = w.st.on_ready_message(0, 102, w.now);
+    w.run(a);
+    assert_eq!(w.st.reload_outcome(r), Some(&Ok(vec![0])));
 }

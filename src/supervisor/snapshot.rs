@@ -3,11 +3,13 @@
 //! Invariant: only names, phases, counters and wall-clock instants leave the supervisor here;
 //! environment values never do (`env_keys` lists keys only).
 
-use super::ops::status_of;
-use super::state::State;
+use super::readiness::{CheckKind, Tracker};
+use super::start_order::Gate;
+use super::state::{Instance, State};
 use crate::os::reap::ExitStatus;
 use crate::os::signals;
-use crate::status::{self, ExitInfo, InstanceStatus, Snapshot, SCHEMA_VERSION};
+use crate::status::{self, CheckInfo, DepBlock, DepWait, ExitInfo, InstanceStatus, Readiness};
+use crate::status::{Snapshot, SCHEMA_VERSION};
 
 /// What the snapshot says about pmi itself, besides the state.
 pub struct Header<'a> {
@@ -28,7 +30,7 @@ pub fn build(st: &State, h: &Header<'_>) -> Snapshot {
                 namespace: app.spec.namespace.clone(),
                 instance: i.index,
                 exec_mode: app.spec.exec_mode.as_str().to_string(),
-                status: status_of(&i.phase),
+                status: st.status(i),
                 pid: i.phase.pid().filter(|p| *p > 0).map(|p| p as u32),
                 started_at: i.started_wall_ms,
                 restarts: i.restarts,
@@ -49,6 +51,7 @@ pub fn build(st: &State, h: &Header<'_>) -> Snapshot {
                     .filter(|_| !app.cron_suspended)
                     .map(|t| t.timestamp_millis().max(0) as u64),
                 env_keys: app.spec.env.keys().cloned().collect(),
+                readiness: readiness(st, i),
             }
         })
         .collect();
@@ -63,5 +66,68 @@ pub fn build(st: &State, h: &Header<'_>) -> Snapshot {
         forwarded_signals: st.forwarded_signals,
         instances,
         apps: st.apps.iter().map(|a| status::app_info(&a.spec)).collect(),
+        not_ready: st.container_ready().err(),
+    }
+}
+
+/// Serde's word for a value (`ReadyBy::Check` → "check").
+fn word<T: serde::Serialize>(v: &T) -> Option<String> {
+    serde_json::to_value(v).ok()?.as_str().map(str::to_string)
+}
+
+fn readiness(st: &State, i: &Instance) -> Readiness {
+    let t: Option<&Tracker> = i.tracker.as_ref();
+    let gate = &st.apps[i.app].gate;
+    let waiting = i.phase == super::state::Phase::Waiting;
+    let kept = [
+        (CheckKind::Ready, &i.checks.last_ready),
+        (CheckKind::Health, &i.checks.last_health),
+    ];
+    let checks = kept
+        .into_iter()
+        .filter_map(|(k, c)| {
+            // The tracker's own record also has "no result within the timeout".
+            let c = t.and_then(|t| t.last_check(k)).or(c.as_ref())?;
+            Some(CheckInfo {
+                kind: word(&k).unwrap_or_default(),
+                ok: c.ok,
+                summary: c.summary.clone(),
+                output: c.output.clone(),
+                took_ms: c.took_ms,
+            })
+        })
+        .collect();
+    Readiness {
+        ready: t.is_some_and(Tracker::is_ready),
+        ready_by: t.and_then(Tracker::ready_by).and_then(|b| word(&b)),
+        health: t.and_then(Tracker::health).and_then(|h| word(&h)),
+        health_failures: t.map_or(0, Tracker::health_failures),
+        waiting_on: match gate {
+            Gate::Waiting(w) if waiting => w
+                .iter()
+                .map(|w| DepWait {
+                    app: w.app.clone(),
+                    condition: w.condition.name().to_string(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
+        blocked_by: match gate {
+            Gate::Blocked(b) if waiting => b
+                .iter()
+                .map(|b| DepBlock {
+                    app: b.app.clone(),
+                    condition: b.condition.name().to_string(),
+                    reason: b.reason.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
+        notify_status: t.and_then(|t| t.status_text().map(str::to_string)),
+        checks,
+        check_runs: i.checks.runs,
+        check_failures: i.checks.failures,
+        check_seconds_total: i.checks.seconds_total,
+        check_last_seconds: i.checks.last_seconds,
     }
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::readiness::Tracker;
+use super::readiness::{LastCheck, Tracker};
 use super::reload::{Outcome, Reload};
+use super::start_order::{AppFacts, Gate};
 use crate::config::AppSpec;
 use crate::exit::ExitStatus;
 
@@ -82,6 +83,9 @@ pub enum Phase {
     },
     /// Gave up: too many unstable restarts.
     Errored,
+    /// Not started yet: the app's start order gate (`AppState::gate`) says on what it waits,
+    /// or that it is blocked.
+    Waiting,
 }
 
 impl Phase {
@@ -131,13 +135,29 @@ pub struct Instance {
     pub last_exit: Option<LastExit>,
     /// Wall-clock start of the current process (Unix ms).
     pub started_wall_ms: Option<u64>,
-    /// Readiness of the current process (`None` while none runs).
+    /// Readiness, health and watchdog of the current process (`None` while none runs).
     pub tracker: Option<Tracker>,
-    /// This process is a reload's replacement (its readiness decides the reload; it is not
-    /// restarted when it exits).
+    /// This process is a reload's replacement (its readiness decides the reload).
     pub replacement: bool,
-    /// A reload's replacement was not ready in time (the tracker's `ReplacementFailed`).
+    /// A reload's replacement was not ready in time (answered to the reload, then cleared).
     pub replacement_failed: Option<String>,
+    /// Why a health or watchdog restart is under way, with the uptime it ended, so that the
+    /// restart counts under the unstable-restart rules once the stop completes.
+    pub check_restart: Option<(String, Duration)>,
+    pub checks: CheckStats,
+}
+
+/// Counters of one instance's checks, kept across its processes (for `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckStats {
+    pub runs: u64,
+    pub failures: u64,
+    pub seconds_total: f64,
+    pub last_seconds: f64,
+    /// The last result of each kind, kept after the process is gone (`describe` shows why a
+    /// health restart happened).
+    pub last_ready: Option<LastCheck>,
+    pub last_health: Option<LastCheck>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +168,10 @@ pub struct AppState {
     pub cron_next: Option<DateTime<Utc>>,
     /// Shutdown has sent this app's instances their stop signal.
     pub shutdown_signalled: bool,
+    /// Start order facts, latched (`started`, `ready`) so that a dependency restarting later
+    /// neither blocks nor restarts its dependents.
+    pub facts: AppFacts,
+    pub gate: Gate,
 }
 
 #[derive(Debug)]
@@ -201,6 +225,8 @@ impl State {
                 cron_suspended: false,
                 cron_next,
                 shutdown_signalled: false,
+                facts: AppFacts::default(),
+                gate: Gate::Go,
             });
         }
         st
@@ -222,6 +248,8 @@ impl State {
             tracker: None,
             replacement: false,
             replacement_failed: None,
+            check_restart: None,
+            checks: CheckStats::default(),
         });
         id
     }

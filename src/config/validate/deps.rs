@@ -1,13 +1,14 @@
-//! Checks across apps: duplicate names, `depends_on` (unknown names, cycles), `--only`.
+//! Checks across apps: duplicate names, `depends_on` (`checks::cross_check_deps`: unknown names,
+//! self, cycles, a `completed` dependency that restarts), `--only`.
 
 use std::collections::HashMap;
 
 use super::{Place, Validator};
-use crate::config::tree::{Node, Pos, Value};
-use crate::config::{units, AppSpec};
+use crate::config::tree::Pos;
+use crate::config::{checks, AppSpec};
 
 impl Validator<'_> {
-    /// Duplicate names and `depends_on` (unknown names, cycles).
+    /// Duplicate names and `depends_on`.
     pub(super) fn cross_checks(&mut self, apps: &[AppSpec], places: &[Place]) {
         let mut first: HashMap<&str, Pos> = HashMap::new();
         for (a, p) in apps.iter().zip(places) {
@@ -17,50 +18,18 @@ impl Validator<'_> {
                 first.insert(&a.name, p.name_pos);
             }
         }
-        let index: HashMap<&str, usize> = apps
+        let deps: Vec<checks::DepsOf<'_>> = apps
             .iter()
-            .enumerate()
-            .map(|(i, a)| (a.name.as_str(), i))
+            .zip(places)
+            .map(|(a, p)| checks::DepsOf {
+                name: &a.name,
+                name_pos: p.name_pos,
+                deps: &p.deps,
+                // A clean exit that restarts the app never "completes".
+                autorestart: a.restart.autorestart && !a.restart.stop_exit_codes.contains(&0),
+            })
             .collect();
-        for (a, p) in apps.iter().zip(places) {
-            for (dep, pos) in a.depends_on.iter().zip(&p.deps) {
-                if !index.contains_key(dep.as_str()) {
-                    let names: Vec<&str> = apps.iter().map(|x| x.name.as_str()).collect();
-                    self.d.error(
-                        *pos,
-                        Some(&a.name),
-                        Some("depends_on"),
-                        format!(
-                            "no app named '{dep}'; apps in this file: {}",
-                            names.join(", ")
-                        ),
-                    );
-                } else if dep == &a.name {
-                    self.d.error(
-                        *pos,
-                        Some(&a.name),
-                        Some("depends_on"),
-                        "an app cannot depend on itself",
-                    );
-                }
-            }
-        }
-        if let Some(cycle) = find_cycle(apps, &index) {
-            let i = index.get(cycle[0].as_str()).copied().unwrap_or(0);
-            let pos = places
-                .get(i)
-                .and_then(|p| p.deps.first().copied())
-                .unwrap_or_default();
-            self.d.error(
-                pos,
-                Some(&cycle[0]),
-                Some("depends_on"),
-                format!(
-                    "dependency cycle: {}; remove one of these `depends_on`",
-                    cycle.join(" → ")
-                ),
-            );
-        }
+        checks::cross_check_deps(&mut self.d, &deps);
     }
 
     /// `--only`: keep the apps named, or in the namespaces named. Dependencies on apps left out
@@ -87,7 +56,7 @@ impl Validator<'_> {
         let mut kept: Vec<AppSpec> = apps.into_iter().filter(wanted).collect();
         let names: Vec<String> = kept.iter().map(|a| a.name.clone()).collect();
         for a in &mut kept {
-            a.depends_on.retain(|d| names.contains(d));
+            a.depends_on.retain(|d| names.contains(&d.app));
         }
         if kept.is_empty() && self.d.errors.is_empty() {
             self.d.error(
@@ -98,60 +67,5 @@ impl Validator<'_> {
             );
         }
         kept
-    }
-}
-
-/// A dependency cycle, as the list of names around it, if any.
-pub(super) fn find_cycle(apps: &[AppSpec], index: &HashMap<&str, usize>) -> Option<Vec<String>> {
-    // 0 = unvisited, 1 = on the current path, 2 = done.
-    pub(super) fn visit(
-        i: usize,
-        apps: &[AppSpec],
-        index: &HashMap<&str, usize>,
-        state: &mut [u8],
-        path: &mut Vec<usize>,
-    ) -> Option<Vec<String>> {
-        state[i] = 1;
-        path.push(i);
-        for d in &apps[i].depends_on {
-            let Some(&j) = index.get(d.as_str()) else {
-                continue;
-            };
-            if j == i {
-                continue; // reported on its own
-            }
-            if state[j] == 1 {
-                let from = path.iter().position(|&k| k == j).unwrap_or(0);
-                let mut names: Vec<String> =
-                    path[from..].iter().map(|&k| apps[k].name.clone()).collect();
-                names.push(apps[j].name.clone());
-                return Some(names);
-            }
-            if state[j] == 0 {
-                if let Some(c) = visit(j, apps, index, state, path) {
-                    return Some(c);
-                }
-            }
-        }
-        path.pop();
-        state[i] = 2;
-        None
-    }
-    let mut state = vec![0u8; apps.len()];
-    for i in 0..apps.len() {
-        if state[i] == 0 {
-            if let Some(c) = visit(i, apps, index, &mut state, &mut Vec::new()) {
-                return Some(c);
-            }
-        }
-    }
-    None
-}
-
-pub(super) fn depends_on(n: &Node) -> Result<Vec<(String, Pos)>, String> {
-    let one = |x: &Node| units::string(x).map(|s| (s, x.pos));
-    match &n.value {
-        Value::Seq(items) => items.iter().map(one).collect(),
-        _ => Ok(vec![one(n)?]),
     }
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 pub use top::{collect, split_top};
 use top::{normalize, RawApp};
 
+use super::checks;
 use super::diag::Diags;
 use super::fields;
 use super::tree::{Node, Parsed, Pos};
@@ -116,7 +117,19 @@ pub fn validate(
 /// Where an app's name and dependencies were written, for the checks across apps.
 struct Place {
     name_pos: Pos,
-    deps: Vec<Pos>,
+    deps: Vec<(checks::Dependency, Pos)>,
+}
+
+/// The interpreter is node (pm2's ready message needs Node's IPC channel).
+fn is_node(interpreter: Option<&str>) -> bool {
+    interpreter
+        .and_then(|i| {
+            Path::new(i)
+                .file_name()?
+                .to_str()
+                .map(|f| f.starts_with("node"))
+        })
+        .unwrap_or(false)
 }
 
 struct Validator<'o> {
@@ -217,17 +230,25 @@ impl Validator<'_> {
         let autostart = self
             .field(raw, "autostart", |_, n| units::boolean(n))
             .unwrap_or(true);
-        let deps = self
-            .field(raw, "depends_on", |_, n| deps::depends_on(n))
-            .unwrap_or_default();
+        let label = raw.label.clone();
+        let ready = checks::ready(&mut self.d, &label, raw.get("ready"), wait_ready);
+        let health = checks::health(&mut self.d, &label, raw.get("health")).unwrap_or(None);
+        let watchdog = checks::watchdog(&mut self.d, &label, raw.get("watchdog")).unwrap_or(None);
+        let deps =
+            checks::depends_on(&mut self.d, &label, raw.get("depends_on")).unwrap_or_default();
         self.notes(raw);
+        if let (Some(checks::ReadySpec::Message), Some(e)) = (&ready, raw.get("wait_ready")) {
+            if !is_node(p.interpreter.as_deref()) {
+                self.d.warn(e.key_pos, Some(&label), Some(&e.key), "`wait_ready` waits for Node's process.send('ready'), but this app does not run under node; it will be online only after listen_timeout. Use `ready: notify` (sd_notify) or a check such as `ready: {http: URL}`");
+            }
+        }
 
         if self.d.errors.len() > errors_before {
             return None;
         }
         let place = Place {
             name_pos: raw.get("name").map_or(raw.node.pos, |e| e.value.pos),
-            deps: deps.iter().map(|(_, p)| *p).collect(),
+            deps: deps.clone(),
         };
         let app = AppSpec {
             name: p.name,
@@ -262,7 +283,10 @@ impl Validator<'_> {
             wait_ready,
             listen_timeout,
             shutdown_with_message,
-            depends_on: deps.into_iter().map(|(n, _)| n).collect(),
+            depends_on: deps.into_iter().map(|(d, _)| d).collect(),
+            ready: ready?,
+            health,
+            watchdog,
         };
         Some((app, place))
     }

@@ -41,6 +41,9 @@ pub(crate) fn app(name: &str) -> AppSpec {
         listen_timeout: Duration::from_millis(3000),
         shutdown_with_message: false,
         depends_on: vec![],
+        ready: Default::default(),
+        health: None,
+        watchdog: None,
     }
 }
 
@@ -80,14 +83,22 @@ fn started(apps: Vec<AppSpec>, now: Now) -> (State, i32) {
     (st, pid)
 }
 
-/// Carries out spawns with made-up pids, as the supervisor loop would.
-fn run(st: &mut State, actions: Vec<Action>, now: Now, next_pid: &mut i32) -> Vec<Action> {
+/// Carries out spawns with made-up pids, as the supervisor loop would (the readiness tracker
+/// starts right after the spawn, and may start dependents).
+pub(crate) fn run(
+    st: &mut State,
+    actions: Vec<Action>,
+    now: Now,
+    next_pid: &mut i32,
+) -> Vec<Action> {
     let mut rest = Vec::new();
-    for a in actions {
+    let mut queue = std::collections::VecDeque::from(actions);
+    while let Some(a) = queue.pop_front() {
         match a {
             Action::Spawn(id) => {
                 *next_pid += 1;
                 st.on_spawned(id, *next_pid, now);
+                queue.extend(st.track_spawn(id, now));
             }
             Action::Note(..) => {}
             other => rest.push(other),
@@ -369,7 +380,10 @@ fn shutdown_follows_reverse_depends_on_order() {
     let mut c = Clock::new();
     let db = app("db");
     let mut api = app("api");
-    api.depends_on = vec!["db".into()];
+    api.depends_on = vec![crate::config::checks::Dependency {
+        app: "db".into(),
+        condition: crate::config::checks::Condition::Ready,
+    }];
     let (mut st, _) = started(vec![db, api], c.0);
     let (pdb, papi) = (pid_of(&st, 0), pid_of(&st, 1));
     let acts = st.on_signal(libc::SIGTERM, c.0);
@@ -469,3 +483,6 @@ fn all_names_nothing_but_is_no_error_after_every_instance_was_scaled_away() {
     assert_eq!(st.resolve(&crate::api::Target::parse("w")), Ok(vec![]));
     assert!(st.resolve(&crate::api::Target::parse("nope")).is_err());
 }
+
+#[path = "ready_tests.rs"]
+mod ready_tests;
