@@ -79,6 +79,17 @@ struct Image {
 impl Image {
     /// Builds `FROM scratch` with docker/Dockerfile.scratch around `apps_yaml`.
     fn build(test: &str, apps_yaml: &str) -> Image {
+        Image::build_with(test, "apps.yaml", apps_yaml, |_| {})
+    }
+
+    /// `build`, with the apps file named `apps_name` and `add` putting more files into the
+    /// image's root (the build context's `rootfs`) before the build.
+    fn build_with(
+        test: &str,
+        apps_name: &str,
+        apps_yaml: &str,
+        add: impl FnOnce(&std::path::Path),
+    ) -> Image {
         let pmi = release_binary("PMI_BIN", "pmi");
         assert!(
             pmi.is_file(),
@@ -86,7 +97,7 @@ impl Image {
             pmi.display()
         );
         let ctx = tempfile::tempdir().unwrap();
-        let apps = ctx.path().join("apps.yaml");
+        let apps = ctx.path().join(apps_name);
         std::fs::write(&apps, apps_yaml).unwrap();
         let dir = ctx.path().join("ctx");
         let mut c = Command::new(repo().join("docker/scratch-context.sh"));
@@ -97,6 +108,7 @@ impl Image {
         }
         let out = c.output().unwrap();
         assert!(out.status.success(), "scratch-context.sh: {}", text(&out));
+        add(&dir.join("rootfs"));
         let name = format!("pmi-test-{test}:{}", std::process::id()).replace('_', "-");
         let out = docker(&["build", "-q", "-t", &name, &dir.to_string_lossy()]);
         assert!(out.status.success(), "docker build: {}", text(&out));
@@ -104,12 +116,18 @@ impl Image {
     }
 
     fn run(&self, test: &str, args: &[&str]) -> Ctr {
+        self.run_cmd(test, args, &[])
+    }
+
+    /// `run`, with `cmd` instead of the image's CMD.
+    fn run_cmd(&self, test: &str, args: &[&str], cmd: &[&str]) -> Ctr {
         let name = format!("pmi-test-{test}-{}", std::process::id()).replace('_', "-");
         let _ = docker(&["rm", "-f", &name]);
         let ctr = Ctr { name };
         let mut all = vec!["run", "-d", "--name", &ctr.name];
         all.extend_from_slice(args);
         all.push(&self.name);
+        all.extend_from_slice(cmd);
         let out = docker(&all);
         assert!(out.status.success(), "docker run: {}", text(&out));
         ctr
@@ -579,4 +597,114 @@ fn hostile_http_clients_do_not_stall_pmi() {
         || get(addr, "/livez").status == 200,
     );
     drop(hogs);
+}
+
+/// Copies the host's `node` and the shared libraries it links (as `ldd` lists them) into an
+/// image root: a FROM-scratch image can run Node without a base image.
+fn add_node(root: &std::path::Path) -> Result<(), String> {
+    let node = cmd("sh", &["-c", "command -v node"]);
+    let node = String::from_utf8_lossy(&node.stdout).trim().to_string();
+    if node.is_empty() {
+        return Err("no node on PATH".into());
+    }
+    let copy = |from: &str, to: &std::path::Path| -> Result<(), String> {
+        std::fs::create_dir_all(to.parent().unwrap()).map_err(|e| e.to_string())?;
+        std::fs::copy(from, to).map_err(|e| format!("{from}: {e}"))?;
+        Ok(())
+    };
+    copy(&node, &root.join("usr/local/bin/node"))?;
+    let ldd = cmd("ldd", &[&node]);
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(str::to_string);
+        if let Some(p) = path {
+            let real = std::fs::canonicalize(&p).map_err(|e| format!("{p}: {e}"))?;
+            copy(
+                &real.to_string_lossy(),
+                &root.join(p.trim_start_matches('/')),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The pm2 file, unchanged, with an unchanged Node app on 3000, in a real container
+/// limited to 2 CPUs: every instance serves (`instances: 'max'` counts 2).
+#[test]
+fn the_pm2_cluster_file_serves_from_every_instance_in_a_container() {
+    let t = "cluster";
+    if !docker_available(t) {
+        return;
+    }
+    for (instances, n) in [("4", 4usize), ("'max'", 2)] {
+        let file = format!("module.exports = {{\n  apps: [{{\n    name: 'pm2-app',\n    script: './dist/app.js',\n    watch: false,\n    exec_mode: 'cluster_mode',\n    cron_restart: '*/2 * * * *',\n    instances: {instances},\n    log_date_format: 'YY-MM-DD HH:mm:ss Z',\n    env: {{ NODE_ENV: 'production', NO_PROXY: 'localhost' }},\n  }}],\n}};\n");
+        let mut added = Ok(());
+        let img = Image::build_with(t, "pm2.config.js", &file, |root| {
+            added = add_node(root);
+            let app = "const http = require('http');\nhttp.createServer((req, res) => res.end(`pid ${process.pid}\\n`)).listen(3000);\n";
+            let dist = root.join("app/dist");
+            std::fs::create_dir_all(&dist).unwrap();
+            std::fs::write(dist.join("app.js"), app).unwrap();
+        });
+        if let Err(e) = added {
+            eprintln!("SKIPPED {t}: cannot put node into the image: {e}");
+            return;
+        }
+        let ctr = img.run_cmd(t, &["--cpus", "2"], &["pm2.config.js"]);
+        let mut pids: Vec<i64> = Vec::new();
+        wait_until(
+            &format!("{n} instances online; logs:\n{}", ctr.logs()),
+            Duration::from_secs(30),
+            || {
+                let o = ctr.exec(&["pmi", "status", "--json"]);
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+                let all = v["instances"].as_array().cloned().unwrap_or_default();
+                pids = all
+                    .iter()
+                    .filter(|i| i["status"] == "online")
+                    .filter_map(|i| i["pid"].as_i64())
+                    .collect();
+                all.len() == n && pids.len() == n
+            },
+        );
+        let ip = ctr.inspect("{{.NetworkSettings.IPAddress}}");
+        let addr: SocketAddr = format!("{ip}:3000").parse().unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut failed = Vec::new();
+        let start = Instant::now();
+        // Bounded: at most 2000 requests or 30 s; every failure counted.
+        for _ in 0..2000 {
+            if pids.iter().all(|p| seen.contains(p)) || start.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            let r = get(addr, "/");
+            match r
+                .body
+                .trim()
+                .strip_prefix("pid ")
+                .and_then(|p| p.parse::<i64>().ok())
+            {
+                Some(p) if r.status == 200 => {
+                    seen.insert(p);
+                }
+                _ => failed.push(format!("{r:?}")),
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} failed: {:?}\n{}",
+            failed.len(),
+            &failed[..failed.len().min(3)],
+            ctr.logs()
+        );
+        assert!(
+            pids.iter().all(|p| seen.contains(p)),
+            "answers from {seen:?}, instances {pids:?}\n{}",
+            ctr.logs()
+        );
+        eprintln!("container, instances {instances}: every one of {pids:?} served");
+    }
 }
