@@ -948,6 +948,18 @@ def main():
             round_robin(f"zombies_{n}", f"7. Reaping {n} orphan zombies as PID 1", "ms",
                         each(zombies_once, n), args.zombie_runs, skip=skip)
 
+        cluster_md, cluster_targets = [], []
+        if only & {"cluster", "reload"}:
+            if args.install and not shutil.which("wrk"):
+                apt_install(["wrk"], log)
+            import cluster as cluster_bench
+            pmi_path, why = find_pmi(log)
+            if pmi_path:
+                cluster_md, cluster_targets = cluster_bench.section(pmi_path, only, args.quick, log)
+            else:
+                cluster_md = [f"### 10–11. Cluster mode: no pmi ({why})", ""]
+            kill_all_descendants()
+
         idle = {}
         if "idle" in only:
             log(f"idle CPU: all peers at once for {args.idle_secs} s")
@@ -955,7 +967,8 @@ def main():
             kill_all_descendants()
         sizes = {p.name: binary_info(p) for p in avail}
 
-        md = render(args, report, idle, sizes, peers, time.monotonic() - started)
+        md = render(args, report, idle, sizes, peers, time.monotonic() - started,
+                    cluster_md, cluster_targets)
         print(md)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
@@ -972,7 +985,8 @@ def main():
     return 0
 
 
-WORKLOADS = ["launch", "sigterm", "crash", "rss", "status", "logs", "zombies", "idle", "size"]
+WORKLOADS = ["launch", "sigterm", "crash", "rss", "status", "logs", "zombies", "idle", "size",
+             "cluster", "reload"]
 
 
 def machine():
@@ -990,7 +1004,7 @@ def machine():
             f"load average at the end {load}")
 
 
-def render(args, report, idle, sizes, peers, elapsed):
+def render(args, report, idle, sizes, peers, elapsed, cluster_md=(), cluster_targets=()):
     cmd = "bash bench/run " + " ".join(sys.argv[1:])
     lines = [
         "# pmi benchmarks against its peers", "",
@@ -1002,10 +1016,11 @@ def render(args, report, idle, sizes, peers, elapsed):
         "- medians are bold; “vs best” is the median's ratio to the best median in its table",
         "",
     ]
-    tr = targets(report, idle, sizes)
+    tr = targets(report, idle, sizes) + list(cluster_targets)
     lines += ["## pmi's targets", "", "| target | pmi | |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in tr]
     lines += ["", "## Workloads", "", report.markdown()]
+    lines += list(cluster_md)
     if idle:
         lines += [f"### 8. Idle for {args.idle_secs} s with 10 apps (all inits at once)", "",
                   "| init | CPU ms (utime+stime) | voluntary switches (wake-ups) | involuntary | apps |",
