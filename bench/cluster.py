@@ -32,12 +32,16 @@ if (cluster.isPrimary) {
 """
 
 
-def wrk(port, secs, conns, close=False):
-    """One wrk run; returns dict(rps, p50, p99 in ms, requests, failed)."""
+def wrk_argv(port, secs, conns, close):
     argv = ["wrk", "-t2", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "5s"]
     if close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{port}/")
+    return argv + [f"http://127.0.0.1:{port}/"]
+
+
+def wrk(port, secs, conns, close=False):
+    """One wrk run; returns dict(rps, p50, p99 in ms, requests, failed)."""
+    argv = wrk_argv(port, secs, conns, close)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 30).stdout
     r = parse_wrk(out)
     if not r["rps"]:
@@ -80,6 +84,17 @@ class PmiRun:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def up(self, n, port):
+        """Waits until the app's `n` instances are online and the port answers."""
+        if not (self.online(n) and wait_port(port)):
+            raise RuntimeError(f"pmi's {n} instance(s) did not come up")
+
     def ctl(self, *args):
         return subprocess.run([self.pmi, *args], env=self.env, capture_output=True, text=True,
                               timeout=120)
@@ -119,16 +134,12 @@ def w10(pmi, secs, log):
     """[(label, result)] for pmi and Node's cluster, plus pmi's RSS."""
     port = 18710
     out = {}
-    run = PmiRun(pmi, cluster_yaml(port, 4))
-    try:
-        if not (run.online(4) and wait_port(port)):
-            raise RuntimeError("pmi's 4 instances did not come up")
+    with PmiRun(pmi, cluster_yaml(port, 4)) as run:
+        run.up(4, port)
         wrk(port, 2, 32)  # warm-up
         log("W10: pmi, 4 instances on the shared socket")
         out["pmi"] = wrk(port, secs, 32)
         out["rss"] = rss_mib(run.proc.pid)
-    finally:
-        run.stop()
     d = tempfile.mkdtemp(prefix="node-cluster-bench-")
     for name, text in (("app.js", APP), ("master.js", MASTER)):
         with open(os.path.join(d, name), "w") as f:
@@ -154,16 +165,12 @@ def w10(pmi, secs, log):
 def w11(pmi, secs, log):
     port = 18711
     res = {}
-    run = PmiRun(pmi, cluster_yaml(port, 4))
-    try:
-        if not (run.online(4) and wait_port(port)):
-            raise RuntimeError("pmi's 4 instances did not come up")
+    with PmiRun(pmi, cluster_yaml(port, 4)) as run:
+        run.up(4, port)
         log("W11: quiet p99, 4 instances")
         res["quiet4"] = wrk(port, secs, 16, close=True)
         log("W11: pmi reload of 4 instances, back to back, under load")
-        proc = subprocess.Popen(["wrk", "-t2", "-c16", f"-d{secs}s", "--latency", "--timeout",
-                                 "5s", "-H", "Connection: close", f"http://127.0.0.1:{port}/"],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(wrk_argv(port, secs, 16, True), stdout=subprocess.PIPE, text=True)
         reloads, failed_reloads = 0, 0
         end = time.monotonic() + secs - 1
         time.sleep(0.5)
@@ -175,17 +182,11 @@ def w11(pmi, secs, log):
         res["reload"] = parse_wrk(text)
         res["reload"]["reloads"] = reloads
         res["reload"]["failed_reloads"] = failed_reloads
-    finally:
-        run.stop()
-    run = PmiRun(pmi, cluster_yaml(port, 1, "    cron_restart: '*/3 * * * * *'\n"))
-    try:
-        if not (run.online(1) and wait_port(port)):
-            raise RuntimeError("the one-instance app did not come up")
+    with PmiRun(pmi, cluster_yaml(port, 1, "    cron_restart: '*/3 * * * * *'\n")) as run:
+        run.up(1, port)
         log("W11: one instance, cron restart every 3 s, under load")
         res["cron"] = wrk(port, secs, 16, close=True)
         res["cron"]["restarts"] = restarts(run)
-    finally:
-        run.stop()
     return res
 
 

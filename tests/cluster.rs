@@ -109,6 +109,34 @@ fn assert_clean(tally: &common::load::Tally, pmi: &Pmi, what: &str) -> u64 {
     total
 }
 
+/// `pmi VERB APP` `rounds` times under a bounded load, each round once every instance of the
+/// last one answered; asserts that no request failed. Returns (pids before, pids after, what
+/// the verb printed) per round.
+fn under_load(
+    sb: &Sandbox,
+    pmi: &mut Pmi,
+    (app, n, port): (&str, usize, u16),
+    verb: &str,
+    rounds: usize,
+) -> Vec<(Vec<i32>, Vec<i32>, String)> {
+    let mut pids = online_pids(sb, pmi, app, n);
+    let l = load(port, 4);
+    l.until_all_answer(100, &pids);
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        let t0 = Instant::now();
+        let o = ctl(sb, &[verb, app]);
+        assert!(o.status.success(), "{verb} {round}: {}", text(&o));
+        let new = online_pids(sb, pmi, app, n);
+        eprintln!("{verb} of {n}: {} ms", t0.elapsed().as_millis());
+        l.until_all_answer(l.sent() + 100, &new);
+        out.push((std::mem::replace(&mut pids, new.clone()), new, text(&o)));
+    }
+    let tally = l.finish();
+    assert_clean(&tally, pmi, &format!("{verb} of {n} instances of {app}"));
+    out
+}
+
 // ------------------------------------------------------------------ the issue's own file
 
 #[test]
@@ -166,26 +194,14 @@ fn reload_under_load_loses_no_request_with_1_and_4_instances() {
         sb.write("app.js", &plain_app(port));
         sb.write("apps.yaml", &cluster_yaml("web", "app.js", n as u32, ""));
         let mut pmi = start(&sb, "apps.yaml");
-        let old = online_pids(&sb, &mut pmi, "web", n);
-        let l = load(port, 4);
-        l.until_all_answer(100, &old);
-        for round in 0..2 {
-            let t0 = Instant::now();
-            let o = ctl(&sb, &["reload", "web"]);
-            assert!(o.status.success(), "reload {round}: {}", text(&o));
+        for (old, new, said) in under_load(&sb, &mut pmi, ("web", n, port), "reload", 2) {
             // Answered once complete: the new pids serve, the old ones are gone.
-            let new = online_pids(&sb, &mut pmi, "web", n);
             assert!(new.iter().all(|p| !old.contains(p)), "{old:?} → {new:?}");
-            let said = text(&o);
             assert!(
                 new.iter().all(|p| said.contains(&format!("pid {p}"))),
                 "{said}"
             );
-            eprintln!("reload of {n}: {} ms", t0.elapsed().as_millis());
-            l.until_all_answer(l.sent() + 100, &new);
         }
-        let tally = l.finish();
-        assert_clean(&tally, &pmi, &format!("reload of {n} instances"));
     }
 }
 
@@ -196,17 +212,7 @@ fn restart_under_load_loses_no_request_as_connections_queue() {
     sb.write("app.js", &plain_app(port));
     sb.write("apps.yaml", &cluster_yaml("web", "app.js", 1, ""));
     let mut pmi = start(&sb, "apps.yaml");
-    let old = online_pids(&sb, &mut pmi, "web", 1);
-    let l = load(port, 4);
-    l.until_all_answer(100, &old);
-    for _ in 0..2 {
-        let o = ctl(&sb, &["restart", "web"]);
-        assert!(o.status.success(), "{}", text(&o));
-        let new = online_pids(&sb, &mut pmi, "web", 1);
-        l.until_all_answer(l.sent() + 100, &new);
-    }
-    let tally = l.finish();
-    assert_clean(&tally, &pmi, "restart of 1 instance");
+    under_load(&sb, &mut pmi, ("web", 1, port), "restart", 2);
 }
 
 #[test]
@@ -439,15 +445,7 @@ fn a_python_app_reads_listen_fds_and_every_instance_serves() {
     );
     sb.write("apps.yaml", &yaml);
     let mut pmi = start(&sb, "apps.yaml");
-    let pids = online_pids(&sb, &mut pmi, "py", 2);
-    let l = load(port, 4);
-    l.until_all_answer(100, &pids);
-    let o = ctl(&sb, &["reload", "py"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let new = online_pids(&sb, &mut pmi, "py", 2);
-    l.until_all_answer(l.sent() + 100, &new);
-    let tally = l.finish();
-    assert_clean(&tally, &pmi, "python on LISTEN_FDS");
+    under_load(&sb, &mut pmi, ("py", 2, port), "reload", 1);
 }
 
 #[test]

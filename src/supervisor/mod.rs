@@ -16,6 +16,7 @@ pub mod readiness;
 mod ready_io;
 mod ready_policy;
 pub mod reload;
+mod rolling;
 mod snapshot;
 pub mod start_order;
 pub mod state;

@@ -105,7 +105,7 @@ impl State {
 impl State {
     /// A finished reload as the answer to `pmi reload`: the instances now serving, with their
     /// new pids, or which instance failed and why.
-    fn reload_reply(&self, o: &super::reload::Outcome) -> OpReply {
+    fn reload_reply(&self, o: &super::rolling::Outcome) -> OpReply {
         match o {
             Ok(ids) => Ok(ids.iter().filter_map(|id| self.brief(*id)).collect()),
             Err(f) if f.name.is_empty() => Err(OpError::ShuttingDown),

@@ -535,21 +535,6 @@ impl State {
         out
     }
 
-    /// A watched file changed: restart (or reload, `restart_or_reload`) the app's instances that
-    /// are not stopped (an errored app gets its chance with the fixed file; one the user stopped
-    /// stays stopped).
-    pub fn restart_app(&mut self, app: usize, now: Now) -> Vec<Action> {
-        let ids: Vec<InstId> = self
-            .of_app(app)
-            .into_iter()
-            .filter(|id| self.get(*id).is_some_and(|i| i.phase != Phase::Stopped))
-            .collect();
-        let mut out = Vec::new();
-        self.restart_or_reload(app, &ids, now, &mut out);
-        self.after_event(now, &mut out);
-        out
-    }
-
     pub(super) fn restart_ids(&mut self, ids: &[InstId], now: Now, out: &mut Vec<Action>) {
         for &id in ids {
             let Some(inst) = self.get_mut(id) else {

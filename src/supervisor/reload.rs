@@ -12,62 +12,11 @@
 //! policy event (`advance_reloads`, from `after_event`), so it needs no polling, and its only
 //! timer is the step's deadline (`reload_deadline`).
 
-use std::collections::VecDeque;
-
 use tokio::time::Instant;
 
 use super::policy::{Action, Level};
+use super::rolling::{Outcome, Reload, ReloadFailure, Step, KEEP_FINISHED};
 use super::state::{InstId, Now, Phase, State, Then};
-
-/// Finished reloads kept for their answer (a waiter looks its reload up by id).
-const KEEP_FINISHED: usize = 32;
-
-/// Why a reload stopped before its end: which instance and what happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadFailure {
-    pub name: String,
-    pub index: u32,
-    pub why: String,
-    /// The replacements that took over before it (their new pm_ids).
-    pub done: Vec<InstId>,
-}
-
-/// How a reload ended: the instances now serving (replacements and restarted ones), or the
-/// failure.
-pub type Outcome = Result<Vec<InstId>, ReloadFailure>;
-
-/// One replacement in progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Step {
-    old: InstId,
-    new: InstId,
-    /// Not ready by then: the replacement failed.
-    deadline: Instant,
-    /// The replacement was ready and the old instance is being stopped.
-    retiring: bool,
-    /// An app without a shared socket and with one instance is reloaded in place (SPEC §9:
-    /// stop, start, wait until ready); this was the old process's pid.
-    in_place: Option<Option<i32>>,
-}
-
-/// A reload under way.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reload {
-    pub id: u64,
-    queue: VecDeque<InstId>,
-    step: Option<Step>,
-    done: Vec<InstId>,
-}
-
-impl Reload {
-    fn involves(&self, id: InstId) -> bool {
-        self.queue.contains(&id)
-            || self
-                .step
-                .as_ref()
-                .is_some_and(|s| s.old == id || s.new == id)
-    }
-}
 
 /// What advancing one reload led to.
 enum Progress {
@@ -129,6 +78,21 @@ impl State {
         } else {
             self.restart_ids(ids, now, out);
         }
+    }
+
+    /// A watched file changed: restart (or reload, `restart_or_reload`) the app's instances that
+    /// are not stopped (an errored app gets its chance with the fixed file; one the user stopped
+    /// stays stopped).
+    pub fn restart_app(&mut self, app: usize, now: Now) -> Vec<Action> {
+        let ids: Vec<InstId> = self
+            .of_app(app)
+            .into_iter()
+            .filter(|id| self.get(*id).is_some_and(|i| i.phase != Phase::Stopped))
+            .collect();
+        let mut out = Vec::new();
+        self.restart_or_reload(app, &ids, now, &mut out);
+        self.after_event(now, &mut out);
+        out
     }
 
     /// A graceful restart of single instances (the memory limit): by `restart_or_reload`.

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::readiness::{LastCheck, Tracker};
-use super::reload::{Outcome, Reload};
+use super::rolling::{Outcome, Reload};
 use super::start_order::{AppFacts, Gate};
 use crate::config::AppSpec;
 use crate::exit::ExitStatus;
