@@ -137,10 +137,7 @@ fn a_failed_migration_blocks_dependents_transitively_and_pmi_exits_1() {
     assert!(spawned(&acts).is_empty());
     assert_eq!(status(&st, 1), Status::Blocked);
     assert_eq!(status(&st, 2), Status::Blocked);
-    assert!(
-        acts.iter().any(|a| *a == Action::Finish { code: 3 }),
-        "{acts:?}"
-    );
+    assert!(acts.contains(&Action::Finish { code: 3 }), "{acts:?}");
     let why = st.container_ready().unwrap_err();
     assert_eq!(why, "migrate: exited with a failure");
 }
