@@ -334,3 +334,35 @@ fn ready_word(by: ReadyBy) -> &'static str {
         ReadyBy::Timeout => "listen_timeout",
     }
 }
+
+/// A health or watchdog restart, once the old process is gone: it counts like a crash, under
+/// the unstable-restart rules (`min_uptime`, `max_restarts`, delays, backoff).
+pub(super) fn restart_after_check(
+    inst: &mut Instance,
+    spec: &crate::config::AppSpec,
+    uptime: std::time::Duration,
+    now: Now,
+    out: &mut Vec<Action>,
+) {
+    match super::policy::next_delay(inst, &spec.restart, uptime) {
+        Some(delay) => {
+            inst.restarts += 1;
+            inst.phase = Phase::WaitingRestart {
+                until: now.mono + delay,
+            };
+            if delay.is_zero() {
+                out.push(Action::Spawn(inst.id));
+            }
+        }
+        None => {
+            inst.phase = Phase::Errored;
+            out.push(Action::Note(
+                Level::Warn,
+                format!(
+                    "{}:{} errored: {} unstable restarts; not restarting. Fix the app, then `pmi restart {}`",
+                    spec.name, inst.index, inst.unstable_restarts, spec.name
+                ),
+            ));
+        }
+    }
+}
