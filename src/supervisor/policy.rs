@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ready_policy::restart_after_check;
 use super::state::{InstId, Instance, LastExit, Now, Phase, State, Then};
 use crate::config::RestartPolicy;
 use crate::exit::ExitStatus;
@@ -258,7 +257,6 @@ impl State {
         let Some(pos) = self.instances.iter().position(|i| i.id == id) else {
             return out;
         };
-        let spec = self.apps[self.instances[pos].app].spec.clone();
         let inst = &mut self.instances[pos];
         let Phase::Draining { then, .. } = inst.phase else {
             return out;
@@ -267,7 +265,7 @@ impl State {
         match then {
             Then::Restart if !shutting_down && check_restart.is_some() => {
                 let uptime = check_restart.map_or(Duration::ZERO, |c| c.1);
-                restart_after_check(inst, &spec, uptime, now, &mut out);
+                self.restart_after_check(pos, uptime, now, &mut out);
             }
             Then::Restart if !shutting_down => {
                 inst.restarts += 1;
