@@ -274,7 +274,7 @@ fn metrics_parse_with_a_real_prometheus_parser() {
         .iter()
         .filter(|(n, l, _)| n == "pmi_instance_status" && l["pm_id"] == "3")
         .collect();
-    assert_eq!(states.len(), 6);
+    assert_eq!(states.len(), 9, "one sample per status, waiting and blocked included");
     assert!(states
         .iter()
         .all(|(_, l, v)| (*v == 1.0) == (l["status"] == "errored")));
