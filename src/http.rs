@@ -10,10 +10,13 @@
 //! - The probes and `/status` share their rules and schema with the control socket
 //!   (`control::view::health`, `control::view::status_report`): `/livez` = `pmi health`,
 //!   `/readyz` = `pmi health --ready`, `/status` = `pmi status --json`.
-//! - Every connection is bounded: at most `MAX_CONNECTIONS` at once (the excess is answered 503
-//!   and closed), headers must arrive within `HEADER_TIMEOUT` and fit in `MAX_HEADER_BYTES`, a
+//! - Every connection is bounded: at most `MAX_CONNECTIONS` at once, headers must arrive within
+//!   `HEADER_TIMEOUT` and fit in `MAX_HEADER_BYTES`, a
 //!   whole connection lives at most `CONNECTION_DEADLINE`, and request bodies are never read (a
 //!   request with a body has its connection closed after the answer), so memory stays bounded.
+//! - Idle clients cannot starve a probe (`slots`): at the cap, a new connection evicts the oldest
+//!   one that is not being answered (idle, slowloris, keep-alive between requests). Only when
+//!   every slot is answering a request does a new client get 503 "too many connections".
 //! - The server runs on the supervisor's own single-threaded runtime: if the supervisor loop ever
 //!   stalled, the probes would stall with it and fail. That is what "the supervisor answers"
 //!   means for `/livez`.
@@ -32,9 +35,14 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE}
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::control::sample::Sampler;
+use slots::{Busy, Slots};
+
+// Its own file (not `http/slots.rs`) so this module stays one file beside it.
+#[path = "http_slots.rs"]
+mod slots;
 use crate::control::view;
 use crate::os::proc::{self, GroupUsage};
 use crate::status::{InstanceStatus, Snapshot, Status};
@@ -136,7 +144,7 @@ pub async fn serve_snapshots(
     snapshot: watch::Receiver<Arc<Snapshot>>,
     limits: Limits,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Slots::new(limits.max_connections);
     let sampler = Arc::new(Mutex::new(Sampler::default()));
     loop {
         let (stream, _) = match listener.inner.accept().await {
@@ -148,8 +156,9 @@ pub async fn serve_snapshots(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            // Over the cap: one short answer into the empty send buffer, never waiting, then close.
+        let Some(slot) = slots.take(&stream) else {
+            // Every slot is answering a request: one short answer into the empty send buffer,
+            // never waiting, then close.
             let _ = stream.try_write(BUSY);
             continue;
         };
@@ -157,11 +166,14 @@ pub async fn serve_snapshots(
             snapshot: snapshot.clone(),
             sampler: Arc::clone(&sampler),
         };
-        tokio::spawn(async move {
-            let _permit = permit;
-            let conn = connection(stream, reader, limits.header_timeout);
+        let busy = slot.busy();
+        let mine = busy.clone();
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            let conn = connection(stream, reader, busy, limits.header_timeout);
             let _ = tokio::time::timeout(limits.connection_deadline, conn).await;
         });
+        slots.set_abort(task.abort_handle(), &mine);
     }
 }
 
@@ -172,11 +184,17 @@ struct Reader {
     sampler: Arc<Mutex<Sampler>>,
 }
 
-async fn connection(stream: TcpStream, reader: Reader, header_timeout: Duration) {
+async fn connection(stream: TcpStream, reader: Reader, busy: Busy, header_timeout: Duration) {
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let reader = reader.clone();
-        async move { Ok::<_, Infallible>(respond(&req, &reader).await) }
+        // A whole request head has arrived: this connection is no longer evictable until its
+        // answer is computed.
+        let answering = busy.start();
+        async move {
+            let _answering = answering;
+            Ok::<_, Infallible>(respond(&req, &reader).await)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
