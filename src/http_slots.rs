@@ -206,7 +206,10 @@ mod tests {
         // 0 answering, 1 pending, 4 silent: 4 goes next; with 4 answering too, nobody can.
         let _b4 = a4.busy().start();
         let (_c5, s5) = pair(&l);
-        assert!(slots.take(&s5).is_none(), "every slot busy: the newcomer is refused");
+        assert!(
+            slots.take(&s5).is_none(),
+            "every slot busy: the newcomer is refused"
+        );
         drop((a1, a2, a3));
         assert_eq!(slots.open(), 2);
     }

@@ -75,7 +75,9 @@ fn assert_located(out: &Output, name: &str, what: &str) -> (usize, usize) {
 }
 
 fn billion_laughs() -> String {
-    let mut t = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut t = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     for (i, c) in ('b'..='i').enumerate() {
         let prev = (b'a' + i as u8) as char;
         let refs = vec![format!("*{prev}"); 9].join(",");
@@ -157,11 +159,20 @@ fn a_hundred_thousand_env_keys_load_in_linear_time() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("'K7' is given twice"), "{err}");
-    let json = format!("{{\"apps\": [{{\"name\": \"a\", \"script\": \"x.js\", \"env\": {{{}}}}}]}}",
-        (0..100_000).map(|i| format!("\"K{i}\": {i}")).collect::<Vec<_>>().join(","));
+    let json = format!(
+        "{{\"apps\": [{{\"name\": \"a\", \"script\": \"x.js\", \"env\": {{{}}}}}]}}",
+        (0..100_000)
+            .map(|i| format!("\"K{i}\": {i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let f = write(dir.path(), "apps.json", json.as_bytes());
     let (out, took_json) = check(&f, secs(20.0));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("100 000 env keys: yaml {took:?}, json {took_json:?}");
 }
 
@@ -186,7 +197,11 @@ fn json_white_space_costs_no_more_than_the_file() {
     text.extend_from_slice(b"{\"apps\": [{\"name\": \"a\", \"script\": \"x.js\"}]}\n");
     let f = write(dir.path(), "apps.json", &text);
     let (out, _) = check_within(&f, secs(20.0), 64 << 20);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -200,5 +215,8 @@ fn a_file_that_is_not_utf8_names_the_first_bad_byte() {
     let (line, col) = assert_located(&out, "apps.yaml", "not UTF-8");
     assert_eq!((line, col), (4, 13));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("0xff") && err.contains("save it as UTF-8"), "{err}");
+    assert!(
+        err.contains("0xff") && err.contains("save it as UTF-8"),
+        "{err}"
+    );
 }

@@ -378,7 +378,10 @@ fn at_the_cap_the_oldest_idle_connection_makes_room() {
         // The oldest hog was closed for it; the others still hold their slots.
         let oldest = hogs.remove(0);
         let took = closed_within(oldest, Duration::from_secs(10));
-        assert!(took < Duration::from_secs(5), "oldest hog kept for {took:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "oldest hog kept for {took:?}"
+        );
         hogs.push(slowloris(srv.addr));
     }
 }
@@ -388,11 +391,13 @@ fn at_the_cap_the_oldest_idle_connection_makes_room() {
 fn kube_probe(addr: SocketAddr, path: &str) -> Result<u16, String> {
     let budget = common::secs(2.0);
     let mut s = TcpStream::connect_timeout(&addr, budget).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(budget)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(budget))
+        .map_err(|e| e.to_string())?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.30\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
-    s.write_all(req.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
     let r = Reply::parse(&buf);
@@ -474,7 +479,10 @@ fn idle_connections_cannot_starve_the_probes() {
         failures.join("\n")
     );
     // Each probe evicted an idle connection, which the attacker opened again.
-    assert!(reopened >= 40 + rounds, "only {reopened} attacker connections");
+    assert!(
+        reopened >= 40 + rounds,
+        "only {reopened} attacker connections"
+    );
 }
 
 #[test]

@@ -102,7 +102,10 @@ pub enum Unreadable {
     Io(std::io::Error),
     TooBig,
     /// The first byte that is not UTF-8, and where it is.
-    NotUtf8 { pos: Pos, byte: u8 },
+    NotUtf8 {
+        pos: Pos,
+        byte: u8,
+    },
 }
 
 /// The file's text: at most `MAX_FILE_BYTES`, and UTF-8.
@@ -132,7 +135,9 @@ fn position_of(bytes: &[u8], at: usize) -> Pos {
     let before = &bytes[..at.min(bytes.len())];
     let line_start = memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
     let line = 1 + memchr::memchr_iter(b'\n', before).count();
-    let col = 1 + String::from_utf8_lossy(&before[line_start..]).chars().count();
+    let col = 1 + String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count();
     Pos::new(line, col)
 }
 

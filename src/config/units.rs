@@ -281,7 +281,16 @@ mod tests {
         for v in nums {
             assert!(duration(&num(v)).is_err(), "{v}");
         }
-        for bad in ["NaN", "nan", "Infinity", "-Infinity", "inf", "infs", "NaNms", "1e400"] {
+        for bad in [
+            "NaN",
+            "nan",
+            "Infinity",
+            "-Infinity",
+            "inf",
+            "infs",
+            "NaNms",
+            "1e400",
+        ] {
             assert!(duration(&s(bad)).is_err(), "{bad}");
         }
         let e = duration(&s("30d")).unwrap_err();

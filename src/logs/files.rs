@@ -210,7 +210,10 @@ fn open(path: &Path) -> io::Result<(File, u64, bool)> {
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let meta = file.metadata()?;
-    Ok((file, meta.len(), meta.is_file()))
+    // Only a name that is itself a regular file rotates: renaming a symlink (`/dev/stdout` →
+    // `/proc/self/fd/1` when stdout is a file) would move the link away and leave a plain file.
+    let plain = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+    Ok((file, meta.len(), meta.is_file() && plain))
 }
 
 /// `f` → `f.1` → `f.2` … → `f.<keep>`; the oldest is replaced.
@@ -359,7 +362,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mnt = dir.path();
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k", "pmi-test", &mnt.to_string_lossy()])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k",
+                "pmi-test",
+                &mnt.to_string_lossy(),
+            ])
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
@@ -384,13 +394,37 @@ mod tests {
         for _ in 0..16 {
             set.write(&path, &chunk);
         }
-        assert!(matches!(set.files.get(&path), Some(OpenFile::Failed { .. })));
+        assert!(matches!(
+            set.files.get(&path),
+            Some(OpenFile::Failed { .. })
+        ));
         std::fs::remove_file(&filler).expect("rm filler");
         std::thread::sleep(Duration::from_millis(60));
         set.write(&path, b"after\n");
         let text = std::fs::read(&path).expect("read");
         assert!(text.starts_with(b"first\n"));
-        assert!(text.ends_with(b"after\n"), "not written again after room came back");
+        assert!(
+            text.ends_with(b"after\n"),
+            "not written again after room came back"
+        );
+    }
+
+    #[test]
+    fn symlinks_do_not_rotate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("real.log");
+        let link: Arc<Path> = dir.path().join("link.log").into();
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let mut set = FileSet::new(4, 3);
+        set.write(&link, b"12345\n");
+        set.write(&link, b"67890\n");
+        let meta = std::fs::symlink_metadata(&link).expect("link kept");
+        assert!(meta.file_type().is_symlink());
+        assert!(!dir.path().join("link.log.1").exists());
+        assert_eq!(
+            std::fs::read_to_string(&target).expect("read"),
+            "12345\n67890\n"
+        );
     }
 
     #[test]
