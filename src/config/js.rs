@@ -29,8 +29,8 @@ use super::tree::{Node, Parsed, Pos, ReadIssue, Value};
 /// How long node may take to evaluate a file before pmi gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-const MARK: &str = "\u{1}PMI-JSON\u{1}";
-const MARK_ERR: &str = "\u{1}PMI-ERROR\u{1}";
+pub(super) const MARK: &str = "\u{1}PMI-JSON\u{1}";
+pub(super) const MARK_ERR: &str = "\u{1}PMI-ERROR\u{1}";
 
 /// Runs in node: `require` the file (falling back to `import()` for ES modules), print the
 /// export as JSON after MARK, or the error after MARK_ERR; then exit, even if the file left
@@ -78,34 +78,49 @@ pub fn parse(file: &Path, source: &str, cwd: &Path) -> Result<Parsed, ReadIssue>
     let joined = cwd.join(file);
     let abs = std::fs::canonicalize(&joined).unwrap_or(joined);
     let out = run(&node, &abs, cwd)?;
-    let printed = |mark: &str| {
-        out.stdout
-            .rfind(mark)
-            .map(|i| out.stdout[i + mark.len()..].trim_end().to_string())
-    };
-    if let Some(err) = printed(MARK_ERR) {
-        return Err(explain_error(&err, &abs, source));
-    }
-    let Some(json_text) = printed(MARK) else {
+    interpret(&out.stdout, &abs, source).unwrap_or_else(|| {
         let tail: String = out.stderr.trim().lines().last().unwrap_or("").to_string();
-        return Err(ReadIssue {
+        Err(ReadIssue {
             pos: Pos::new(1, 1),
             message: format!(
                 "node could not evaluate the file (exit {}): {tail}",
                 out.status
             ),
-        });
+        })
+    })
+}
+
+/// What node printed for the file at `abs` (whose text is `source`): the apps, placed at their
+/// positions in the source, or the located error; `None` when it printed neither mark.
+pub(super) fn interpret(
+    stdout: &str,
+    abs: &Path,
+    source: &str,
+) -> Option<Result<Parsed, ReadIssue>> {
+    let printed = |mark: &str| {
+        stdout
+            .rfind(mark)
+            .map(|i| stdout[i + mark.len()..].trim_end().to_string())
     };
-    let mut parsed = json::parse(&json_text).map_err(|e| ReadIssue {
-        pos: Pos::new(1, 1),
-        message: format!("node printed something that is not JSON: {}", e.message),
-    })?;
+    if let Some(err) = printed(MARK_ERR) {
+        return Some(Err(explain_error(&err, abs, source)));
+    }
+    let json_text = printed(MARK)?;
+    let mut parsed = match json::parse(&json_text) {
+        Ok(p) => p,
+        Err(e) => {
+            return Some(Err(ReadIssue {
+                pos: Pos::new(1, 1),
+                message: format!("node printed something that is not JSON: {}", e.message),
+            }))
+        }
+    };
     let loc = Locator::new(source);
     let start = loc.export_offset();
     loc.place(&mut parsed.root, start);
     // Repeated keys cannot occur in what JSON.stringify prints.
     parsed.warnings.clear();
-    Ok(parsed)
+    Some(Ok(parsed))
 }
 
 struct Output {

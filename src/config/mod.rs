@@ -8,6 +8,8 @@ mod convert;
 mod cron;
 mod diag;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod interp;
 mod js;
 mod json;
