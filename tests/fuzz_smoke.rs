@@ -178,7 +178,7 @@ fn run(target: &'static str, f: fn(&[u8]), seed: u64) -> usize {
 
 #[test]
 fn every_fuzz_target_survives_its_corpus_and_mutations() {
-    let targets: [(&'static str, fn(&[u8])); 6] = [
+    let targets: [Target; TARGETS] = [
         ("yaml", fuzzing::yaml),
         ("json", fuzzing::json),
         ("js_bridge", fuzzing::js_bridge),
@@ -186,7 +186,6 @@ fn every_fuzz_target_survives_its_corpus_and_mutations() {
         ("units", fuzzing::units),
         ("proto", proto_decode),
     ];
-    // Panics are reported by `run`; keep the default hook from printing each caught one twice.
     let start = Instant::now();
     let (tx, rx) = mpsc::channel();
     for (i, (name, f)) in targets.into_iter().enumerate() {
@@ -204,7 +203,7 @@ fn every_fuzz_target_survives_its_corpus_and_mutations() {
     // The whole run stays well under a minute on a loaded 2-core machine (debug build).
     let deadline = start + Duration::from_secs(50);
     let mut failures = Vec::new();
-    for _ in 0..targets_len() {
+    for _ in 0..TARGETS {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok((name, Ok(n))) => eprintln!("{name}: {n} inputs, no crash"),
@@ -218,9 +217,10 @@ fn every_fuzz_target_survives_its_corpus_and_mutations() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn targets_len() -> usize {
-    6
-}
+/// A fuzz target: its corpus directory's name and its entry point.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: usize = 6;
 
 fn panic_text(e: &(dyn std::any::Any + Send)) -> String {
     e.downcast_ref::<String>()

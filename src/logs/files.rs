@@ -63,7 +63,7 @@ pub(crate) fn console_alias(path: &Path, first: Stream) -> Option<Stream> {
             Stream::Out => nix::sys::stat::fstat(io::stdout().as_fd()),
             Stream::Err => nix::sys::stat::fstat(io::stderr().as_fd()),
         };
-        st.is_ok_and(|st| st.st_dev as u64 == meta.dev() && st.st_ino as u64 == meta.ino())
+        st.is_ok_and(|st| st.st_dev == meta.dev() && st.st_ino == meta.ino())
     };
     let second = match first {
         Stream::Out => Stream::Err,

@@ -242,10 +242,7 @@ impl LogHub {
         src: &LogSource,
         own: Option<&Path>,
         stream: Stream,
-    ) -> (
-        Option<(files::FileTx, Arc<[Arc<Path>]>)>,
-        Option<sink::ConsoleTx>,
-    ) {
+    ) -> (Option<reader::FileTargets>, Option<sink::ConsoleTx>) {
         let sh = &self.shared;
         let mut paths: Vec<Arc<Path>> = Vec::new();
         let mut mirror = None;

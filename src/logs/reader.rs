@@ -33,6 +33,9 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BYTES]);
 }
 
+/// The file writer and the files a stream goes to.
+pub(crate) type FileTargets = (FileTx, Arc<[Arc<Path>]>);
+
 /// Where one pipe's records go.
 pub(crate) struct Pipe {
     pub stream: Stream,
@@ -40,7 +43,7 @@ pub(crate) struct Pipe {
     pub src: Arc<SourceFmt>,
     pub console: ConsoleTx,
     /// The file writer and this stream's files, when it has any.
-    pub files: Option<(FileTx, Arc<[Arc<Path>]>)>,
+    pub files: Option<FileTargets>,
     /// pmi's other console stream, when one of this stream's log files *is* it (`error_file:
     /// /dev/stdout`): those lines go through that stream's writer, never a second open of it.
     pub mirror: Option<ConsoleTx>,
