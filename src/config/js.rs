@@ -123,6 +123,9 @@ pub(super) fn interpret(
     Some(Ok(parsed))
 }
 
+/// The most of node's output kept (the apps as JSON): four times the largest apps file.
+const OUTPUT_CAP: u64 = 4 * super::source::MAX_FILE_BYTES;
+
 struct Output {
     stdout: String,
     stderr: String,
@@ -144,12 +147,14 @@ fn run(node: &Path, file: &Path, cwd: &Path) -> Result<Output, ReadIssue> {
             pos: Pos::new(1, 1),
             message: format!("cannot run {}: {e}", node.display()),
         })?;
-    // Drain both pipes on threads so a chatty file cannot block on a full pipe.
+    // Drain both pipes on threads so a chatty file cannot block on a full pipe; keep at most
+    // OUTPUT_CAP of each (the rest is read and dropped, so node never blocks on a full pipe).
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
+                let _ = r.by_ref().take(OUTPUT_CAP).read_to_end(&mut buf);
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
             }
             String::from_utf8_lossy(&buf).into_owned()
         })
