@@ -124,7 +124,7 @@ pub(super) fn interpret(
 }
 
 /// The most of node's output kept (the apps as JSON): four times the largest apps file.
-const OUTPUT_CAP: u64 = 4 * super::source::MAX_FILE_BYTES;
+const OUTPUT_CAP: u64 = 4 * super::tree::MAX_FILE_BYTES;
 
 struct Output {
     stdout: String,

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::diag::Diags;
-use super::tree::{Parsed, Pos};
+use super::tree::{Parsed, Pos, MAX_FILE_BYTES};
 use super::{js, json, yaml, ConfigError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +34,6 @@ pub fn format_of(path: &Path, text: &str) -> Format {
         Format::Yaml
     }
 }
-
-/// The largest apps file read. Real files are kilobytes; the cap keeps PID 1's memory bounded
-/// whatever file it is pointed at (the readers hold the text and a tree of it at once).
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Reads and parses `path` (relative paths against `base_dir`).
 pub fn read(path: &Path, base_dir: &Path) -> Result<Parsed, ConfigError> {

@@ -203,6 +203,10 @@ impl MapBuilder {
     }
 }
 
+/// The largest apps file read. Real files are kilobytes; the cap keeps PID 1's memory bounded
+/// whatever file it is pointed at (the readers hold the text and a tree of it at once).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The most values (scalars, lists and maps, counted after YAML aliases are expanded) one apps
 /// file may hold. A real file has hundreds; the budget keeps a hostile one ("billion laughs":
 /// a few aliases that repeat each other) to tens of megabytes instead of gigabytes.
