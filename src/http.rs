@@ -155,7 +155,7 @@ pub async fn serve_snapshots(
                 continue;
             }
         };
-        let Some(slot) = slots.take(&stream) else {
+        let Some(slot) = take_slot(&slots, &stream).await else {
             // Every slot is answering a request: one short answer into the empty send buffer,
             // never waiting, then close.
             let _ = stream.try_write(BUSY);
@@ -174,6 +174,23 @@ pub async fn serve_snapshots(
         });
         slots.set_abort(task.abort_handle(), &mine);
     }
+}
+
+/// A slot for `stream`. When every slot is busy, the connection tasks get a few turns (and up
+/// to about 100 ms) to read the request heads waiting in their sockets or to finish an answer,
+/// after which they are evictable again: a probe accepted in a burst still gets a true answer.
+async fn take_slot(slots: &Slots, stream: &TcpStream) -> Option<slots::Slot> {
+    for turn in 0..24 {
+        if let Some(s) = slots.take(stream) {
+            return Some(s);
+        }
+        if turn < 4 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    None
 }
 
 /// What the endpoints read: the snapshot, and the CPU sampler `/status` shares across requests.

@@ -3,8 +3,9 @@
 //! Role: `http::serve_snapshots` takes a slot for every accepted connection. When all slots are
 //! taken, the oldest connection that is not being answered is closed to make room: one that has
 //! sent nothing, a slowloris with half a request head, a keep-alive connection between requests.
-//! A connection whose request head has been read (it is being answered), or whose request bytes
-//! are already waiting in the kernel (accepted in the same burst, not yet polled), is never
+//! Silent connections go first, then those with half a request head waiting unread. A
+//! connection whose request head has been read (it is being answered), or whose whole head is
+//! already waiting in the kernel (accepted in the same burst, not yet polled), is never
 //! evicted; only when every slot is such a connection is the newcomer refused.
 //!
 //! Invariants:
@@ -64,6 +65,8 @@ enum Idle {
     Gone,
     /// Nothing waiting to be read.
     Silent,
+    /// Part of a request head waits unread (a slowloris, or the start of a request).
+    Partial,
 }
 
 impl Slots {
@@ -152,16 +155,17 @@ impl Drop for Answering {
     }
 }
 
-/// Whether a connection may be evicted: `None` when request bytes wait in its socket (a
-/// request the server has not read yet, e.g. a probe accepted in the same burst as the idle
-/// connections that follow it).
+/// Whether a connection may be evicted: `None` when a whole request head waits in its socket
+/// (a request the server has not read yet, e.g. a probe accepted in the same burst as the
+/// idle connections after it).
 fn idle(fd: RawFd) -> Option<Idle> {
-    let mut b = [0u8; 1];
+    let mut b = [0u8; 4096];
     match recv(fd, &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
         Ok(0) => Some(Idle::Gone),
-        Ok(_) => None,
-        Err(Errno::EAGAIN) => Some(Idle::Silent),
-        Err(Errno::EINTR) => Some(Idle::Silent),
+        Ok(n) if memchr::memmem::find(&b[..n], b"\r\n\r\n").is_some() => None,
+        // A head longer than the peek is a head no probe sends.
+        Ok(_) => Some(Idle::Partial),
+        Err(Errno::EAGAIN) | Err(Errno::EINTR) => Some(Idle::Silent),
         Err(_) => Some(Idle::Gone),
     }
 }
@@ -212,5 +216,29 @@ mod tests {
         );
         drop((a1, a2, a3));
         assert_eq!(slots.open(), 2);
+    }
+
+    #[test]
+    fn silent_connections_go_before_half_sent_heads() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let slots = Slots::new(2);
+        let (mut c0, s0) = pair(&l);
+        let (_c1, s1) = pair(&l);
+        c0.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while idle(s0.as_raw_fd()) != Some(Idle::Partial) {
+            assert!(std::time::Instant::now() < deadline);
+        }
+        let a0 = slots.take(&s0).unwrap();
+        let _a1 = slots.take(&s1).unwrap();
+        let (_c2, s2) = pair(&l);
+        let a2 = slots.take(&s2).expect("the silent one makes room");
+        let ids: Vec<u64> = slots.table().open.keys().copied().collect();
+        assert_eq!(ids, vec![a0.busy.id, a2.busy.id]);
+        let _b2 = a2.busy().start();
+        let (_c3, s3) = pair(&l);
+        let a3 = slots.take(&s3).expect("then the half-sent head");
+        let ids: Vec<u64> = slots.table().open.keys().copied().collect();
+        assert_eq!(ids, vec![a2.busy.id, a3.busy.id]);
     }
 }
