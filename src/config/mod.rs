@@ -144,5 +144,8 @@ pub fn summary(spec: &Spec) -> String {
             a.cwd.display()
         ));
     }
+    if let Some(c) = &spec.cpus {
+        s.push_str(&format!("instances: {c}\n"));
+    }
     s
 }

@@ -105,6 +105,10 @@ pub fn validate(
         spec: Spec {
             file,
             env_name: opts.env_name.clone(),
+            cpus: v
+                .cpus
+                .as_ref()
+                .map(|c| format!("max = {}: {}", c.cpus, c.why)),
             settings,
             apps,
         },
@@ -125,7 +129,7 @@ struct Validator<'o> {
     /// from the start directory and the app sets no `cwd`.
     file_dir: PathBuf,
     opts: &'o LoadOptions,
-    cpus: Option<u32>,
+    cpus: Option<crate::os::cgroup::CpuCount>,
     users: Option<users::Db>,
     pmi_path: String,
     ignored: Vec<(String, Pos)>,
@@ -149,10 +153,11 @@ impl Validator<'_> {
         }
     }
 
+    /// The CPU count behind `instances: max`, 0 and -N; read once, on first use.
     fn cpus(&mut self) -> u32 {
-        *self
+        self.cpus
+            .get_or_insert_with(crate::os::cgroup::cpu_count)
             .cpus
-            .get_or_insert_with(crate::os::cgroup::available_cpus)
     }
 
     fn users(&mut self) -> &users::Db {

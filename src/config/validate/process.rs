@@ -285,10 +285,9 @@ impl Validator<'_> {
         if want > i64::from(MAX_INSTANCES) {
             return Err(format!("{want} instances is more than pmi allows ({MAX_INSTANCES}); use \"max\" to follow the CPUs"));
         }
-        let cpus = i64::from(self.cpus());
         let count = match want {
-            0 => cpus,
-            w if w < 0 => cpus + w,
+            0 => i64::from(self.cpus()),
+            w if w < 0 => i64::from(self.cpus()) + w,
             w => w,
         };
         Ok(count.max(1) as u32)
