@@ -66,3 +66,25 @@ fn docker_cpus_limit_gives_max() {
         assert!(out.contains("instances: max = 1: cgroup quota"), "{out}");
     }
 }
+
+/// SPEC §3: a compound `script` runs whole (`sh -c "a && b"`); `exec` in front of it would end
+/// the line after the first command, so `touch` would never run.
+#[test]
+fn compound_script_runs_whole() {
+    let sb = Sandbox::new();
+    let file = sb.write(
+        "apps.yaml",
+        &format!(
+            "apps:\n  - name: both\n    script: \"sh -c 'exit 0' && touch done\"\n    cwd: {dir}\n    autorestart: false\n  - name: list\n    script: \"true; touch list-done\"\n    cwd: {dir}\n    autorestart: false\n",
+            dir = sb.p("")
+        ),
+    );
+    let ran = sb.run_pmi([&file]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(sb.exists("done"), "the part after && did not run: {ran:?}");
+    assert!(sb.exists("list-done"), "the part after ; did not run: {ran:?}");
+    // A simple command still gets `exec` (the app is the instance's process, not a shell).
+    let check = sb.run_pmi(["check", "--json", &sb.p("apps.yaml")]);
+    assert!(check.stdout.contains("sh -c 'exit 0' && touch done"), "{check:?}");
+    assert!(!check.stdout.contains("exec sh -c"), "{check:?}");
+}

@@ -11,6 +11,7 @@ mod fields;
 mod interp;
 mod js;
 mod json;
+mod shell;
 mod source;
 pub mod spec;
 mod tree;

@@ -6,7 +6,7 @@ use super::top::{default_name, normalize, RawApp};
 use super::Validator;
 use crate::config::spec::MAX_INSTANCES;
 use crate::config::tree::{Node, Value};
-use crate::config::{interp, units, ExecMode};
+use crate::config::{interp, shell, units, ExecMode};
 
 /// What an app runs, where, and how many times.
 pub(super) struct Process {
@@ -207,7 +207,7 @@ impl Validator<'_> {
         Some((argv, interpreter))
     }
 
-    /// pm2: a command line runs through a shell; `exec` so signals reach the app.
+    /// pm2: a command line runs through a shell; `exec` so signals reach the app itself.
     fn shell(
         &mut self,
         raw: &RawApp,
@@ -219,7 +219,13 @@ impl Validator<'_> {
         if let Some(i) = explicit_interp.filter(|i| *i != "none") {
             self.d.warn(spos, Some(&raw.label), Some("interpreter"), format!("interpreter '{i}' is not used: a script with spaces runs as a shell command (`sh -c`)"));
         }
-        let mut line = format!("exec {trimmed}");
+        // SPEC §3: only one simple command gets `exec`; a compound one (`a && b`) runs whole,
+        // else everything after the first command would never run.
+        let mut line = if shell::is_simple_command(trimmed) {
+            format!("exec {trimmed}")
+        } else {
+            trimmed.to_string()
+        };
         for a in args {
             line.push(' ');
             line.push_str(&units::shell_quote(a));
