@@ -82,9 +82,15 @@ fn compound_script_runs_whole() {
     let ran = sb.run_pmi([&file]);
     assert_eq!(ran.code, 0, "{ran:?}");
     assert!(sb.exists("done"), "the part after && did not run: {ran:?}");
-    assert!(sb.exists("list-done"), "the part after ; did not run: {ran:?}");
+    assert!(
+        sb.exists("list-done"),
+        "the part after ; did not run: {ran:?}"
+    );
     // A simple command still gets `exec` (the app is the instance's process, not a shell).
     let check = sb.run_pmi(["check", "--json", &sb.p("apps.yaml")]);
-    assert!(check.stdout.contains("sh -c 'exit 0' && touch done"), "{check:?}");
+    assert!(
+        check.stdout.contains("sh -c 'exit 0' && touch done"),
+        "{check:?}"
+    );
     assert!(!check.stdout.contains("exec sh -c"), "{check:?}");
 }

@@ -45,11 +45,9 @@ fn has_operator(line: &str) -> bool {
                 prev = 'x';
                 continue;
             }
-            '\'' => {
-                if !chars.by_ref().any(|x| x == '\'') {
-                    return true;
-                }
-            }
+            // The guard skips to the closing quote (none: unsure, so compound).
+            '\'' if !chars.by_ref().any(|x| x == '\'') => return true,
+            '\'' => {}
             '"' => {
                 let mut closed = false;
                 while let Some(x) = chars.next() {
