@@ -122,10 +122,17 @@ pub struct CheckArgs {
     /// Print the resolved apps as JSON (schema in docs/check-json.md).
     #[arg(long)]
     pub json: bool,
+    /// Judge the file alone: scripts, cwd, interpreters and users are not looked up (CI lint
+    /// before the build).
+    #[arg(long)]
+    pub file_only: bool,
+    /// Use the env_NAME blocks of the apps, as the supervisor's --env.
     #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
+    /// Check only these apps (comma-separated names or namespaces).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub only: Option<Vec<String>>,
+    /// The apps file (.yaml .yml .json .js .cjs).
     pub file: PathBuf,
 }
 

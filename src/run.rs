@@ -89,6 +89,8 @@ fn check(c: cli::CheckArgs) -> i32 {
     let opts = crate::config::LoadOptions {
         env_name: c.env,
         only: c.only,
+        check_scripts: !c.file_only,
+        file_only: c.file_only,
         ..crate::config::LoadOptions::new()
     };
     match crate::config::load(&c.file, &base, &opts) {
@@ -114,6 +116,9 @@ fn check(c: cli::CheckArgs) -> i32 {
             exit::OK
         }
         Err(e) => {
+            for w in &e.warnings {
+                err_line(&format!("warning: {w}"));
+            }
             for d in &e.diagnostics {
                 err_line(&format!("error: {d}"));
             }

@@ -94,3 +94,134 @@ fn compound_script_runs_whole() {
     );
     assert!(!check.stdout.contains("exec sh -c"), "{check:?}");
 }
+
+fn check(sb: &Sandbox, args: &[&str], yaml: &str) -> common::Ran {
+    let file = sb.write("apps.yaml", yaml);
+    let mut a: Vec<String> = vec!["check".into()];
+    a.extend(args.iter().map(|s| s.to_string()));
+    a.push(file.to_string_lossy().into_owned());
+    sb.run_pmi(&a)
+}
+
+/// Every problem at once: warnings beside errors, a `depends_on` cycle beside another app's type
+/// error, no "no app named" for an app that is in the file but invalid, cron bounds in pmi's
+/// words with a caret under what the user wrote, a cron that can never fire.
+#[test]
+fn check_reports_every_problem_at_once() {
+    let sb = Sandbox::new();
+    let r = check(
+        &sb,
+        &[],
+        "apps:
+  - name: b
+    script: /bin/sh
+    instances: lots
+    colour: red
+  - name: c
+    script: /bin/sh
+    depends_on: b
+  - name: x
+    script: /bin/sh
+    depends_on: y
+  - name: y
+    script: /bin/sh
+    depends_on: x
+  - name: h
+    script: /bin/sh
+    cron_restart: \"0 24 * * *\"
+  - name: feb
+    script: /bin/sh
+    cron_restart: \"0 0 31 2 *\"
+",
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    let e = &r.stderr;
+    assert!(e.contains("warning:") && e.contains("'colour'"), "{e}");
+    assert!(e.contains("\"lots\" is not a count"), "{e}");
+    assert!(!e.contains("no app named 'b'"), "{e}");
+    assert!(e.contains("dependency cycle: x → y → x"), "{e}");
+    assert!(
+        e.contains(
+            "24 is out of range in the hour field (hour is 0-23)\n    0 24 * * *\n      ^^\n"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains("less than 23"), "{e}");
+    assert!(e.contains("\"0 0 31 2 *\" can never fire"), "{e}");
+    // A real unknown name is still an error.
+    let r = check(
+        &sb,
+        &[],
+        "apps:\n  - name: c\n    script: /bin/sh\n    depends_on: nope\n",
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("no app named 'nope'; apps in this file: c"),
+        "{r:?}"
+    );
+}
+
+/// SPEC §1: `--file-only` judges the file alone (CI lint before the build); without it a missing
+/// script, cwd, interpreter or user stays an error.
+#[test]
+fn check_file_only_skips_the_machine() {
+    let sb = Sandbox::new();
+    let yaml = "apps:
+  - name: web
+    script: dist/app.js
+    cwd: build
+    interpreter: no-such-interpreter
+    uid: no-such-user
+  - name: bad
+    script: ./x
+    instances: lots
+";
+    let r = check(&sb, &[], yaml);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("build does not exist"), "{r:?}");
+    assert!(
+        r.stderr.contains("build/dist/app.js does not exist"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("no user named"), "{r:?}");
+    let r = check(&sb, &["--file-only"], yaml);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(!r.stderr.contains("does not exist"), "{r:?}");
+    assert!(!r.stderr.contains("no user named"), "{r:?}");
+    assert!(
+        r.stderr.contains("\"lots\" is not a count"),
+        "file errors stay: {r:?}"
+    );
+    let r = check(
+        &sb,
+        &["--file-only"],
+        &yaml[..yaml.find("  - name: bad").unwrap()],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("web [fork x1] no-such-interpreter"),
+        "{r:?}"
+    );
+}
+
+/// Issue 14: a name with a control character (newline, ESC) is a located error, and the message
+/// does not carry the character raw.
+#[test]
+fn control_characters_in_names_are_rejected() {
+    let sb = Sandbox::new();
+    let r = check(
+        &sb,
+        &["--file-only"],
+        "apps:\n  - name: \"a\\nb\"\n    script: /bin/sh\n  - name: \"red\\e[31m\"\n    script: /bin/sh\n",
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("apps.yaml:2:11: app 'a\\nb' field 'name'"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("control character"), "{r:?}");
+    assert!(!r.stderr.contains('\x1b'), "raw ESC in the message: {r:?}");
+    assert_eq!(r.stderr.matches("control character").count(), 2, "{r:?}");
+}

@@ -6,6 +6,7 @@
 
 mod convert;
 mod cron;
+mod cron_check;
 mod diag;
 mod fields;
 mod interp;
@@ -36,6 +37,9 @@ pub struct LoadOptions {
     /// Check that each app's script, interpreter and cwd exist on this machine. On by default;
     /// off for tools that look at files from elsewhere (the pm2 corpus test, `convert`).
     pub check_scripts: bool,
+    /// `pmi check --file-only`: also leave `uid`/`gid` names unresolved when this machine's /etc
+    /// lacks them (the image the file is for may have them). Implies no `check_scripts`.
+    pub file_only: bool,
     /// `--kill-signal`: the default for apps without `kill_signal` (beats the `pmi:` block).
     pub kill_signal: Option<Signal>,
     /// `--kill-timeout`: the default for apps without `kill_timeout` (beats the `pmi:` block).
@@ -49,6 +53,7 @@ impl LoadOptions {
             env_name: None,
             only: None,
             check_scripts: true,
+            file_only: false,
             kill_signal: None,
             kill_timeout: None,
         }
@@ -108,6 +113,8 @@ pub struct Loaded {
 #[error("{}", .diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigError {
     pub diagnostics: Vec<Diagnostic>,
+    /// The warnings found on the way, shown with the errors (`pmi check` lists every problem).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Reads and validates an apps file. Relative paths in it resolve against `base_dir` (the

@@ -28,16 +28,18 @@ impl Validator<'_> {
     pub(super) fn process(&mut self, raw: &RawApp, child_path: &str) -> Process {
         let label = raw.label.clone();
         let lbl = Some(label.as_str());
+        // A missing cwd is reported, but still used to look for the script, so that the
+        // script's message names the path the app would really use.
         let cwd = self
             .field(raw, "cwd", |v, n| {
-                let s = units::string(n)?;
-                let p = normalize(&v.base_dir.join(s));
-                if v.opts.check_scripts && !p.is_dir() {
-                    return Err(format!("directory {} does not exist; create it or fix `cwd` (relative paths start from {})", p.display(), v.base_dir.display()));
-                }
-                Ok(p)
+                Ok(normalize(&v.base_dir.join(units::string(n)?)))
             })
             .unwrap_or_else(|| self.base_dir.clone());
+        if let (true, Some((_, n))) = (self.opts.check_scripts && !cwd.is_dir(), raw.value("cwd")) {
+            let msg = format!("directory {} does not exist; create it or fix `cwd` (relative paths start from {})", cwd.display(), self.base_dir.display());
+            self.d
+                .error(n.pos, lbl, raw.get("cwd").map(|e| e.key.as_str()), msg);
+        }
 
         let script = match raw.value("script") {
             Some(_) => self.field(raw, "script", |_, n| units::string(n)),
@@ -55,7 +57,7 @@ impl Validator<'_> {
         let explicit_interp = self.field(raw, "interpreter", |_, n| units::string(n));
 
         let mut name = self
-            .field(raw, "name", |_, n| units::string(n))
+            .field(raw, "name", |_, n| app_name(n))
             .or_else(|| script.as_deref().map(default_name))
             .unwrap_or_else(|| label.clone());
         if self.field(raw, "append_env_to_name", |_, n| units::boolean(n)) == Some(true) {
@@ -297,6 +299,19 @@ impl Validator<'_> {
             w => w,
         };
         Ok(count.max(1) as u32)
+    }
+}
+
+/// `name`: a string without control characters (a newline or ESC in a name would go raw into
+/// pmi's log, the status table and `name:N` targets).
+fn app_name(n: &Node) -> Result<String, String> {
+    let s = units::string(n)?;
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!(
+            "{s:?} contains the control character {:?}; use letters, digits, '-', '_' or '.'",
+            c
+        )),
+        None => Ok(s),
     }
 }
 
