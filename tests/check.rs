@@ -225,3 +225,83 @@ fn control_characters_in_names_are_rejected() {
     assert!(!r.stderr.contains('\x1b'), "raw ESC in the message: {r:?}");
     assert_eq!(r.stderr.matches("control character").count(), 2, "{r:?}");
 }
+
+/// pm2 starts two apps with one name (a real file starts `worker-1` twice with different
+/// `PORT`s); so does pmi: both run with their own environment, status lists both with distinct
+/// ids, and the name targets all of them.
+#[test]
+fn duplicate_names_both_run() {
+    let sb = Sandbox::new();
+    let w = |port: &str| {
+        common::App::new(
+            "worker-1",
+            &["env", &sb.p(&format!("env-{port}.txt")), "sleep"],
+        )
+        .set("env", &format!("{{PORT: \"{port}\"}}"))
+    };
+    let mut pmi = sb.start_apps(&[w("3001"), w("3002")], &[]);
+    sb.wait_files(&mut pmi, &["env-3001.txt", "env-3002.txt"]);
+    assert_eq!(
+        sb.env_map("env-3001.txt").get("PORT").map(String::as_str),
+        Some("3001")
+    );
+    assert_eq!(
+        sb.env_map("env-3002.txt").get("PORT").map(String::as_str),
+        Some("3002")
+    );
+    assert!(pmi.stderr().contains("same name"), "{}", pmi.stderr());
+    let st = sb.run_pmi(["status", "--json"]);
+    assert_eq!(st.code, 0, "{st:?}");
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let rows: Vec<&serde_json::Value> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["name"] == "worker-1")
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", st.stdout);
+    assert_ne!(rows[0]["id"], rows[1]["id"]);
+    // The name targets both.
+    let stop = sb.run_pmi(["stop", "worker-1"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    pmi.wait_exit(common::wait_time());
+}
+
+/// Express's `./bin/www`: no extension, not executable, `#!/usr/bin/env node`. pm2 runs it with
+/// node; so does pmi. Without a node shebang the error says what to do.
+#[test]
+fn script_without_extension_runs_with_node_shebang() {
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: node is not on PATH");
+        return;
+    }
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("bin")).unwrap();
+    sb.write(
+        "bin/www",
+        "#!/usr/bin/env node\nrequire('fs').writeFileSync('started', process.argv[1]);\n",
+    );
+    let yaml = |script: &str| {
+        format!(
+            "apps:\n  - name: www\n    script: {script}\n    cwd: {}\n    autorestart: false\n",
+            sb.p("")
+        )
+    };
+    let file = sb.write("apps.yaml", &yaml("./bin/www"));
+    let r = sb.run_pmi(["check", &file.to_string_lossy()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("www [fork x1] node "), "{r:?}");
+    let ran = sb.run_pmi([&file]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(sb.read("started").ends_with("bin/www"), "{ran:?}");
+
+    sb.write("bin/job", "#!/bin/sh\ntouch started-sh\n");
+    let file = sb.write("apps.yaml", &yaml("./bin/job"));
+    let r = sb.run_pmi(["check", &file.to_string_lossy()]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("bin/job is not executable") && r.stderr.contains("chmod +x"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("set `interpreter`"), "{r:?}");
+}

@@ -145,8 +145,20 @@ impl Validator<'_> {
             return Some(self.shell(raw, trimmed, explicit_interp.as_deref(), args));
         }
 
+        let none = explicit_interp.as_deref() == Some("none");
         let interpreter = self.interpreter(raw, explicit_interp, trimmed, path_var, cwd);
         let (in_cwd, found) = self.locate(trimmed, cwd, path_var);
+        // pm2 runs a script without a known extension with node. pmi runs it by itself, unless
+        // it cannot be (not executable) and is a Node script: a node shebang (Express's
+        // `./bin/www`) or node arguments given.
+        let interpreter = match (&interpreter, &found) {
+            (None, Some(f))
+                if !none && !is_executable(f) && (node_shebang(f) || !iargs.is_empty()) =>
+            {
+                Some("node".to_string())
+            }
+            _ => interpreter,
+        };
         let check = self.opts.check_scripts;
         if check && found.is_none() {
             let msg = if trimmed.contains('/') {
@@ -193,7 +205,7 @@ impl Validator<'_> {
                     .as_ref()
                     .is_some_and(|p| p.starts_with(cwd) && p == &normalize(&in_cwd));
                 if check && in_cwd_found && !is_executable(&in_cwd) {
-                    self.d.error(spos, lbl, skey, format!("{} is not executable; `chmod +x` it or set `interpreter` (e.g. sh, node)", in_cwd.display()));
+                    self.d.error(spos, lbl, skey, format!("{} is not executable and has no node shebang; `chmod +x` it (e.g. `RUN chmod +x` in the Dockerfile) or set `interpreter` (node, sh, python3 …)", in_cwd.display()));
                     return None;
                 }
                 let argv0 = if in_cwd_found || (!check && trimmed.contains('/')) {
@@ -313,6 +325,25 @@ fn app_name(n: &Node) -> Result<String, String> {
         )),
         None => Ok(s),
     }
+}
+
+/// The file starts with `#!` naming node (`#!/usr/bin/env node`, `#!/usr/local/bin/node`,
+/// `#!/usr/bin/env -S node --flag`).
+fn node_shebang(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(p)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let line = head[..n].split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let Some(rest) = line.strip_prefix(b"#!") else {
+        return false;
+    };
+    String::from_utf8_lossy(rest)
+        .split_whitespace()
+        .filter(|w| !w.starts_with('-'))
+        .take(2)
+        .any(|w| Path::new(w).file_name().and_then(|f| f.to_str()) == Some("node"))
 }
 
 fn is_executable(p: &Path) -> bool {
