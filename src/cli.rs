@@ -138,8 +138,13 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    #[arg(long, value_name = "NAME")]
+    /// Not used by convert (every env_NAME block is kept); rejected with a hint.
+    #[arg(long, value_name = "NAME", hide = true)]
     pub env: Option<String>,
+    /// Not used by convert (every app is kept); rejected with a hint.
+    #[arg(long, value_name = "A,B", hide = true)]
+    pub only: Option<Vec<String>>,
+    /// The apps file to convert (.js .cjs .json .yaml).
     pub file: PathBuf,
 }
 

@@ -128,18 +128,24 @@ fn check(c: cli::CheckArgs) -> i32 {
 }
 
 fn convert(c: cli::ConvertArgs) -> i32 {
+    // Convert keeps every app and every env_NAME block: choosing is for run time.
+    if c.env.is_some() || c.only.is_some() {
+        err_line("pmi convert: --env and --only are not used by convert, which keeps every app and every env_NAME block; choose at run time: `pmi --env NAME --only a,b apps.yaml`");
+        return exit::USAGE;
+    }
     let base = std::env::current_dir().unwrap_or_else(|_| "/".into());
-    let opts = crate::config::LoadOptions {
-        env_name: c.env,
-        check_scripts: false,
-        ..crate::config::LoadOptions::new()
-    };
-    match crate::config::convert(&c.file, &base, &opts) {
-        Ok(yaml) => {
+    match crate::config::convert_with_warnings(&c.file, &base) {
+        Ok((yaml, warnings)) => {
+            for w in &warnings {
+                err_line(&format!("warning: {w}"));
+            }
             out(&yaml);
             exit::OK
         }
         Err(e) => {
+            for w in &e.warnings {
+                err_line(&format!("warning: {w}"));
+            }
             for d in &e.diagnostics {
                 err_line(&format!("error: {d}"));
             }

@@ -5,6 +5,7 @@
 //! before failing. An app is never dropped silently.
 
 mod convert;
+mod convert_machine;
 mod cron;
 mod cron_check;
 mod diag;
@@ -125,13 +126,28 @@ pub fn load(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Loaded, 
 }
 
 /// Reads an apps file and returns it as pmi's canonical YAML: the same apps with pm2's field
-/// names (aliases and camelCase resolved), values as written, `env` blocks kept. Nothing is
+/// names (aliases and camelCase resolved), values as written, `env` blocks kept, and warnings for
+/// values a JS file took from this machine (its environment, its absolute paths). Nothing is
 /// resolved against this machine, so a file can be converted where its scripts do not exist.
-/// `opts` does not change the output: every `env_<NAME>` block is kept, whatever `--env` says.
+/// Every `env_<NAME>` block and every app is kept (`--env`/`--only` are run-time choices).
+pub fn convert_with_warnings(
+    path: &Path,
+    base_dir: &Path,
+) -> Result<(String, Vec<Diagnostic>), ConfigError> {
+    let (parsed, reads) = source::read_recording(path, base_dir)?;
+    let full = base_dir.join(path);
+    let dir = std::fs::canonicalize(&full)
+        .ok()
+        .and_then(|f| f.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| base_dir.to_path_buf());
+    let machine = reads.map(|r| convert_machine::Machine::new(&r, &dir));
+    convert::to_yaml(path, &parsed.root, machine.as_ref())
+}
+
+/// [`convert_with_warnings`], the YAML alone. `opts` does not change the output.
 pub fn convert(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<String, ConfigError> {
     let _ = opts;
-    let parsed = source::read(path, base_dir)?;
-    convert::to_yaml(path, &parsed.root)
+    convert_with_warnings(path, base_dir).map(|(y, _)| y)
 }
 
 /// A short human summary of the resolved apps (`pmi check` without `--json`): one line per app
