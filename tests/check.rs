@@ -305,3 +305,66 @@ fn script_without_extension_runs_with_node_shebang() {
     );
     assert!(r.stderr.contains("set `interpreter`"), "{r:?}");
 }
+
+/// pm2 verbs are not apps-file names: each gets "did you mean" (or why pmi has none), exit 2.
+#[test]
+fn pm2_verbs_get_did_you_mean() {
+    let sb = Sandbox::new();
+    for (args, want) in [
+        (&["ps"][..], "did you mean `pmi status`?"),
+        (&["delete", "web"][..], "did you mean `pmi stop web`?"),
+        (&["jlist"][..], "did you mean `pmi status --json`?"),
+        (&["show", "api"][..], "did you mean `pmi describe api`?"),
+        (&["monit"][..], "`pmi status` shows cpu and memory"),
+        (&["flush"][..], "not supported"),
+    ] {
+        let r = sb.run_pmi(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains(want), "{args:?}: {r:?}");
+        assert!(!r.stderr.contains("cannot read the apps file"), "{r:?}");
+    }
+}
+
+/// The top-level help lists the supervisor options (they live on `run`, the implicit verb).
+#[test]
+fn top_level_help_shows_supervisor_options() {
+    let sb = Sandbox::new();
+    let r = sb.run_pmi(["--help"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for flag in [
+        "--http <ADDR>",
+        "--env <NAME>",
+        "--only <A,B>",
+        "--log-format <FORMAT>",
+        "--no-auto-exit",
+        "--kill-signal <SIG>",
+        "--kill-timeout <MS>",
+        "--verbose",
+    ] {
+        assert!(r.stdout.contains(flag), "{flag} missing:\n{}", r.stdout);
+    }
+}
+
+/// docker/scratch-context.sh makes the image run the file it was given, whatever its name.
+#[test]
+fn scratch_context_runs_the_given_file() {
+    let sb = Sandbox::new();
+    sb.write(
+        "ecosystem.json",
+        "{\"apps\": [{\"script\": \"/bin/true\"}]}",
+    );
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(repo.join("docker/scratch-context.sh"))
+        .arg(sb.path("ctx"))
+        .arg(sb.path("ecosystem.json"))
+        .env("BUSYBOX", "none")
+        .env("PMI_BIN", pmi_bin())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let df = sb.read("ctx/Dockerfile");
+    assert!(df.ends_with("CMD [\"ecosystem.json\"]\n"), "{df}");
+    assert_eq!(df.matches("\nCMD ").count(), 1, "{df}");
+    assert!(sb.exists("ctx/rootfs/app/ecosystem.json"));
+    assert!(repo.join(".dockerignore").is_file());
+}
