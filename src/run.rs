@@ -115,16 +115,19 @@ fn check(c: cli::CheckArgs) -> i32 {
             }
             exit::OK
         }
-        Err(e) => {
-            for w in &e.warnings {
-                err_line(&format!("warning: {w}"));
-            }
-            for d in &e.diagnostics {
-                err_line(&format!("error: {d}"));
-            }
-            exit::USAGE
-        }
+        Err(e) => config_failed(&e),
     }
+}
+
+/// Prints a file's problems, warnings first (every problem at once), and gives exit 2.
+fn config_failed(e: &crate::config::ConfigError) -> i32 {
+    for w in &e.warnings {
+        err_line(&format!("warning: {w}"));
+    }
+    for d in &e.diagnostics {
+        err_line(&format!("error: {d}"));
+    }
+    exit::USAGE
 }
 
 fn convert(c: cli::ConvertArgs) -> i32 {
@@ -142,14 +145,6 @@ fn convert(c: cli::ConvertArgs) -> i32 {
             out(&yaml);
             exit::OK
         }
-        Err(e) => {
-            for w in &e.warnings {
-                err_line(&format!("warning: {w}"));
-            }
-            for d in &e.diagnostics {
-                err_line(&format!("error: {d}"));
-            }
-            exit::USAGE
-        }
+        Err(e) => config_failed(&e),
     }
 }
