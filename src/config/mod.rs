@@ -4,6 +4,7 @@
 //! column), then validated into domain types (`spec`), collecting every problem with its location
 //! before failing. An app is never dropped silently.
 
+pub mod checks;
 mod convert;
 mod convert_machine;
 mod cron;
@@ -155,10 +156,7 @@ pub fn convert(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Strin
 pub fn summary(spec: &Spec) -> String {
     let mut s = String::new();
     for a in &spec.apps {
-        let mode = match a.exec_mode {
-            ExecMode::Fork => "fork",
-            ExecMode::Cluster => "cluster",
-        };
+        let mode = a.exec_mode.as_str();
         let cmd: Vec<String> = a.command.iter().map(|w| units::shell_quote(w)).collect();
         s.push_str(&format!(
             "{} [{mode} x{}] {} (in {})\n",

@@ -5,9 +5,8 @@ use std::time::Duration;
 use super::top::RawApp;
 use super::Validator;
 use crate::config::tree::{Node, Value};
-use crate::config::{cron, units, CronSpec, RestartPolicy, Settings, Signal};
+use crate::config::{cron, units, CronSpec, RestartPolicy, Settings, Signal, DEFAULT_KILL_TIMEOUT};
 
-const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_millis(1600);
 const MIN_UPTIME_FLOOR: Duration = Duration::from_millis(100);
 
 impl Validator<'_> {
