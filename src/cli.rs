@@ -163,12 +163,12 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// Not used by convert (every env_NAME block is kept); rejected with a hint.
-    #[arg(long, value_name = "NAME", hide = true)]
+    /// Refused with a hint: convert keeps every env_NAME block.
+    #[arg(long, value_name = "NAME", hide = true, value_parser = convert_refuses)]
     pub env: Option<String>,
-    /// Not used by convert (every app is kept); rejected with a hint.
-    #[arg(long, value_name = "A,B", hide = true)]
-    pub only: Option<Vec<String>>,
+    /// Refused with a hint: convert keeps every app.
+    #[arg(long, value_name = "A,B", hide = true, value_parser = convert_refuses)]
+    pub only: Option<String>,
     /// The apps file to convert (.js .cjs .json .yaml).
     pub file: PathBuf,
 }
@@ -192,6 +192,11 @@ pub struct LogsArgs {
     /// Only stdout lines.
     #[arg(long)]
     pub out: bool,
+}
+
+/// `pmi convert --env/--only`: a usage error that says where the choice belongs.
+fn convert_refuses(_: &str) -> Result<String, String> {
+    Err("convert keeps every app and every env_NAME block; choose at run time: `pmi --env NAME --only a,b apps.yaml`".into())
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -353,6 +358,10 @@ mod tests {
         // `convert` keeps every env block: an `--env` there would be ignored, so it is refused.
         assert_eq!(
             parse(argv(&["pmi", "convert", "--env", "prod", "apps.yaml"])).unwrap_err(),
+            2
+        );
+        assert_eq!(
+            parse(argv(&["pmi", "convert", "--only", "a", "apps.yaml"])).unwrap_err(),
             2
         );
     }

@@ -105,10 +105,7 @@ fn check(c: cli::CheckArgs) -> Result<i32, Failure> {
 }
 
 fn convert(c: cli::ConvertArgs) -> Result<i32, Failure> {
-    // Convert keeps every app and every env_NAME block: choosing is for run time.
-    if c.env.is_some() || c.only.is_some() {
-        return Err(Failure::Usage("pmi convert: --env and --only are not used by convert, which keeps every app and every env_NAME block; choose at run time: `pmi --env NAME --only a,b apps.yaml`".into()));
-    }
+    // `--env`/`--only` never get here: the parser refuses them with a hint.
     let base = std::env::current_dir().unwrap_or_else(|_| "/".into());
     let (yaml, warnings) = crate::config::convert_with_warnings(&c.file, &base)
         .map_err(|e| Failure::Usage(diagnostics(&e)))?;
