@@ -148,6 +148,11 @@ fn check_reports_every_problem_at_once() {
     );
     assert!(!e.contains("less than 23"), "{e}");
     assert!(e.contains("\"0 0 31 2 *\" can never fire"), "{e}");
+    // Running the file says the same, and starts nothing.
+    let run = sb.run_pmi([sb.path("apps.yaml")]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("warning:") && run.stderr.contains("'colour'"), "{run:?}");
+    assert!(run.stderr.contains("dependency cycle: x → y → x"), "{run:?}");
     // A real unknown name is still an error.
     let r = check(
         &sb,
