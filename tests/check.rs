@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::{pmi_bin, Sandbox};
@@ -22,8 +23,20 @@ fn docker_cpus_limit_gives_max() {
         eprintln!("SKIPPED docker_cpus_limit_gives_max: `docker info` failed");
         return;
     }
+    // The image has no libc: it needs the static musl pmi, as tests/docker.rs does.
+    let pmi = std::env::var_os("PMI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-musl/release/pmi")
+        });
+    assert!(
+        pmi.is_file(),
+        "no static pmi at {}: build it first with `cargo build --release --target x86_64-unknown-linux-musl` (.ci/run does)",
+        pmi.display()
+    );
     let sb = Sandbox::new();
-    std::fs::copy(pmi_bin(), sb.path("pmi")).unwrap();
+    std::fs::copy(&pmi, sb.path("pmi")).unwrap();
     sb.write(
         "apps.yaml",
         "apps:\n  - name: web\n    script: /pmi\n    instances: max\n",
@@ -151,8 +164,14 @@ fn check_reports_every_problem_at_once() {
     // Running the file says the same, and starts nothing.
     let run = sb.run_pmi([sb.path("apps.yaml")]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("warning:") && run.stderr.contains("'colour'"), "{run:?}");
-    assert!(run.stderr.contains("dependency cycle: x → y → x"), "{run:?}");
+    assert!(
+        run.stderr.contains("warning:") && run.stderr.contains("'colour'"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("dependency cycle: x → y → x"),
+        "{run:?}"
+    );
     // A real unknown name is still an error.
     let r = check(
         &sb,
