@@ -1,55 +1,60 @@
 //! Checks across apps: duplicate names, `depends_on` (unknown names, cycles), `--only`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{Place, Validator};
 use crate::config::tree::{Node, Pos, Value};
 use crate::config::{units, AppSpec};
 
 impl Validator<'_> {
-    /// Duplicate names and `depends_on` (unknown names, cycles).
-    pub(super) fn cross_checks(&mut self, apps: &[AppSpec], places: &[Place]) {
+    /// Duplicate names and `depends_on` (unknown names, cycles), over every app of the file,
+    /// valid or not, so that a problem here is never hidden by (or blamed on) another app's
+    /// error elsewhere.
+    pub(super) fn cross_checks(&mut self, places: &[Place]) {
         let mut first: HashMap<&str, Pos> = HashMap::new();
-        for (a, p) in apps.iter().zip(places) {
-            if let Some(prev) = first.get(a.name.as_str()) {
-                self.d.error(p.name_pos, Some(&a.name), Some("name"), format!("another app (line {}) has the same name; names must be unique (pmi targets apps by name)", prev.line));
+        for p in places {
+            if let Some(prev) = first.get(p.name.as_str()) {
+                // pm2 starts both; so does pmi. The name targets all of them; ids tell them apart.
+                self.d.warn(p.name_pos, Some(&p.name), Some("name"), format!("another app (line {}) has the same name; both run, `{}` targets all of them and the numeric id (`pmi status`) one instance", prev.line, p.name));
             } else {
-                first.insert(&a.name, p.name_pos);
+                first.insert(&p.name, p.name_pos);
             }
         }
-        let index: HashMap<&str, usize> = apps
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.name.as_str(), i))
-            .collect();
-        for (a, p) in apps.iter().zip(places) {
-            for (dep, pos) in a.depends_on.iter().zip(&p.deps) {
-                if !index.contains_key(dep.as_str()) {
-                    let names: Vec<&str> = apps.iter().map(|x| x.name.as_str()).collect();
+        let names: Vec<&str> = first.keys().copied().collect();
+        let mut listed: Vec<&str> = Vec::new();
+        for p in places {
+            if !listed.contains(&p.name.as_str()) {
+                listed.push(&p.name);
+            }
+        }
+        for p in places {
+            for (dep, pos) in &p.deps {
+                if !names.contains(&dep.as_str()) {
                     self.d.error(
                         *pos,
-                        Some(&a.name),
+                        Some(&p.name),
                         Some("depends_on"),
                         format!(
                             "no app named '{dep}'; apps in this file: {}",
-                            names.join(", ")
+                            listed.join(", ")
                         ),
                     );
-                } else if dep == &a.name {
+                } else if dep == &p.name {
                     self.d.error(
                         *pos,
-                        Some(&a.name),
+                        Some(&p.name),
                         Some("depends_on"),
                         "an app cannot depend on itself",
                     );
                 }
             }
         }
-        if let Some(cycle) = find_cycle(apps, &index) {
-            let i = index.get(cycle[0].as_str()).copied().unwrap_or(0);
+        if let Some(cycle) = find_cycle(places) {
             let pos = places
-                .get(i)
-                .and_then(|p| p.deps.first().copied())
+                .iter()
+                .find(|p| p.name == cycle[0])
+                .and_then(|p| p.deps.iter().find(|(d, _)| *d == cycle[1]))
+                .map(|(_, pos)| *pos)
                 .unwrap_or_default();
             self.d.error(
                 pos,
@@ -101,47 +106,53 @@ impl Validator<'_> {
     }
 }
 
-/// A dependency cycle, as the list of names around it, if any.
-pub(super) fn find_cycle(apps: &[AppSpec], index: &HashMap<&str, usize>) -> Option<Vec<String>> {
-    // 0 = unvisited, 1 = on the current path, 2 = done.
-    pub(super) fn visit(
-        i: usize,
-        apps: &[AppSpec],
-        index: &HashMap<&str, usize>,
-        state: &mut [u8],
-        path: &mut Vec<usize>,
-    ) -> Option<Vec<String>> {
-        state[i] = 1;
-        path.push(i);
-        for d in &apps[i].depends_on {
-            let Some(&j) = index.get(d.as_str()) else {
+/// A dependency cycle, as the list of names around it (first name repeated at the end), if
+/// any. Apps sharing a name are one node, with the union of their dependencies.
+fn find_cycle(places: &[Place]) -> Option<Vec<String>> {
+    let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in places {
+        let e = graph.entry(p.name.as_str()).or_default();
+        // Self-dependencies are reported on their own.
+        e.extend(
+            p.deps
+                .iter()
+                .map(|(d, _)| d.as_str())
+                .filter(|d| *d != p.name),
+        );
+    }
+    // 0 = unvisited, 1 = on the current path, 2 = done. Iterative, so a long chain cannot
+    // overflow the stack.
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    for &start in graph.keys() {
+        if state.get(start).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        let mut path: Vec<(&str, usize)> = vec![(start, 0)];
+        state.insert(start, 1);
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            let deps = graph.get(node).map(Vec::as_slice).unwrap_or(&[]);
+            let Some(&dep) = deps.get(*next) else {
+                state.insert(node, 2);
+                path.pop();
                 continue;
             };
-            if j == i {
-                continue; // reported on its own
+            *next += 1;
+            if !graph.contains_key(dep) {
+                continue; // unknown name: reported on its own
             }
-            if state[j] == 1 {
-                let from = path.iter().position(|&k| k == j).unwrap_or(0);
-                let mut names: Vec<String> =
-                    path[from..].iter().map(|&k| apps[k].name.clone()).collect();
-                names.push(apps[j].name.clone());
-                return Some(names);
-            }
-            if state[j] == 0 {
-                if let Some(c) = visit(j, apps, index, state, path) {
-                    return Some(c);
+            match state.get(dep).copied().unwrap_or(0) {
+                1 => {
+                    let from = path.iter().position(|(n, _)| *n == dep).unwrap_or(0);
+                    let mut names: Vec<String> =
+                        path[from..].iter().map(|(n, _)| n.to_string()).collect();
+                    names.push(dep.to_string());
+                    return Some(names);
                 }
-            }
-        }
-        path.pop();
-        state[i] = 2;
-        None
-    }
-    let mut state = vec![0u8; apps.len()];
-    for i in 0..apps.len() {
-        if state[i] == 0 {
-            if let Some(c) = visit(i, apps, index, &mut state, &mut Vec::new()) {
-                return Some(c);
+                0 => {
+                    state.insert(dep, 1);
+                    path.push((dep, 0));
+                }
+                _ => {}
             }
         }
     }
