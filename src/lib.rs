@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod exit;
 pub mod http;
 pub mod logs;
+pub mod node;
 pub mod os;
 pub mod report;
 pub mod signame;
