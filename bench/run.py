@@ -966,15 +966,22 @@ def main():
             idle = idle_all(ctx, avail)
             kill_all_descendants()
         sizes = {p.name: binary_info(p) for p in avail}
+        checks_md, checks_raw = "", {}
+        pmi_peer = next((p for p in avail if isinstance(p, Pmi)), None)
+        if "checks" in only and pmi_peer:
+            import checks as bench_checks  # bench/checks.py: W12–W14
+            checks_raw, checks_md = bench_checks.run_all(ctx, sys.modules[__name__],
+                                                         pmi_peer.binary, log)
+            kill_all_descendants()
 
         md = render(args, report, idle, sizes, peers, time.monotonic() - started,
-                    cluster_md, cluster_targets)
+                    cluster_md, cluster_targets) + checks_md
         print(md)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             f.write(md)
         with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-            json.dump({"raw": report.raw, "idle": idle,
+            json.dump({"raw": report.raw, "idle": idle, "checks": checks_raw,
                        "sizes": {k: v[:2] for k, v in sizes.items()}}, f, indent=1)
         log(f"written {args.out}")
     except KeyboardInterrupt:
@@ -986,7 +993,7 @@ def main():
 
 
 WORKLOADS = ["launch", "sigterm", "crash", "rss", "status", "logs", "zombies", "idle", "size",
-             "cluster", "reload"]
+             "checks", "cluster", "reload"]
 
 
 def machine():

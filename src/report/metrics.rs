@@ -45,7 +45,10 @@ pub fn metrics(
         "1 when the instance's process is running (online or stopping), else 0.",
     );
     for i in &snap.instances {
-        let up = matches!(i.status, Status::Online | Status::Stopping) && i.pid.is_some();
+        let up = matches!(
+            i.status,
+            Status::Launching | Status::Online | Status::Unhealthy | Status::Stopping
+        ) && i.pid.is_some();
         m.sample("pmi_instance_up", &labels(i), f64::from(u8::from(up)));
     }
     m.family(

@@ -56,7 +56,11 @@ pub enum Level {
 
 /// Counts an unstable run and picks the delay before the next one; `None` once the app has had
 /// `max_restarts` unstable restarts in a row. A run of `STABLE_RUN` resets the count and backoff.
-fn next_delay(inst: &mut Instance, policy: &RestartPolicy, uptime: Duration) -> Option<Duration> {
+pub(super) fn next_delay(
+    inst: &mut Instance,
+    policy: &RestartPolicy,
+    uptime: Duration,
+) -> Option<Duration> {
     if uptime >= STABLE_RUN {
         inst.backoff = None;
         inst.unstable_restarts = 0;
@@ -255,7 +259,6 @@ impl State {
         let Some(pos) = self.instances.iter().position(|i| i.id == id) else {
             return out;
         };
-        let spec = self.apps[self.instances[pos].app].spec.clone();
         let inst = &mut self.instances[pos];
         let Phase::Draining { then, .. } = inst.phase else {
             return out;
@@ -263,29 +266,8 @@ impl State {
         let check_restart = inst.check_restart.take();
         match then {
             Then::Restart if !shutting_down && check_restart.is_some() => {
-                // A health or watchdog restart counts like a crash: unstable-restart rules.
                 let uptime = check_restart.map_or(Duration::ZERO, |c| c.1);
-                match next_delay(inst, &spec.restart, uptime) {
-                    Some(delay) => {
-                        inst.restarts += 1;
-                        inst.phase = Phase::WaitingRestart {
-                            until: now.mono + delay,
-                        };
-                        if delay.is_zero() {
-                            out.push(Action::Spawn(id));
-                        }
-                    }
-                    None => {
-                        inst.phase = Phase::Errored;
-                        out.push(Action::Note(
-                            Level::Warn,
-                            format!(
-                                "{}:{} errored: {} unstable restarts; not restarting",
-                                spec.name, inst.index, inst.unstable_restarts
-                            ),
-                        ));
-                    }
-                }
+                self.restart_after_check(pos, uptime, now, &mut out);
             }
             Then::Restart if !shutting_down => {
                 inst.restarts += 1;

@@ -216,6 +216,17 @@ pub struct LastCheck {
     pub took_ms: u64,
 }
 
+impl LastCheck {
+    pub fn of(r: &CheckResult) -> LastCheck {
+        LastCheck {
+            ok: r.ok,
+            summary: r.summary.clone(),
+            output: r.output.clone(),
+            took_ms: r.took.as_millis() as u64,
+        }
+    }
+}
+
 /// A periodic check: due at `due`, or in flight since a request.
 #[derive(Debug, Clone)]
 struct Timer {
@@ -413,12 +424,7 @@ impl Tracker {
         if self.done {
             return out;
         }
-        let last = LastCheck {
-            ok: r.ok,
-            summary: r.summary.clone(),
-            output: r.output.clone(),
-            took_ms: r.took.as_millis() as u64,
-        };
+        let last = LastCheck::of(r);
         match r.kind {
             CheckKind::Ready => {
                 let Some(t) = self

@@ -20,6 +20,15 @@ use crate::config::checks::{Probe, ReadySpec};
 use crate::config::AppSpec;
 use crate::os::notify::{self, Addr, Notice, NotifySocket};
 
+/// 8 hex digits from the clock at start-up: enough to tell pmis apart, not a secret (the
+/// sender's process group is what the socket checks).
+fn token() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:08x}", (t as u64 ^ (t >> 64) as u64) as u32)
+}
+
 /// A check's key: instance, the pid it checks, kind, and the tracker's sequence number.
 pub(super) type CheckKey = (InstId, i32, CheckKind, u64);
 /// Batches waiting for the loop, over all instances.
@@ -36,6 +45,9 @@ pub(super) struct ReadyIo {
     /// Spawns with a socket so far: each gets a fresh name (an aborted task may still hold
     /// the previous one for a moment).
     bound: u64,
+    /// Makes the names unique per pmi: the abstract namespace belongs to the network
+    /// namespace, which several PID-1 pmis share in a Kubernetes pod (each is pid 1).
+    token: String,
 }
 
 impl ReadyIo {
@@ -49,6 +61,7 @@ impl ReadyIo {
             exec: HashMap::new(),
             warned: HashSet::new(),
             bound: 0,
+            token: token(),
         }
     }
 
@@ -63,9 +76,7 @@ impl ReadyIo {
         if spec.ready != ReadySpec::Notify && spec.watchdog.is_none() {
             return None;
         }
-        self.bound += 1;
-        let name = format!("pmi/{}/{id}.{}", std::process::id(), self.bound);
-        let sock = match NotifySocket::bind(Addr::Abstract(name)) {
+        let sock = match self.bind(id) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(
@@ -84,6 +95,26 @@ impl ReadyIo {
                 .map(|(k, v)| (OsString::from(k), OsString::from(v))),
         );
         Some(sock)
+    }
+
+    /// `@pmi/<pid>-<token>/<pm_id>.<n>`; a name taken by someone else is skipped.
+    fn bind(&mut self, id: InstId) -> std::io::Result<NotifySocket> {
+        let mut last = None;
+        for _ in 0..4 {
+            self.bound += 1;
+            let name = format!(
+                "pmi/{}-{}/{id}.{}",
+                std::process::id(),
+                self.token,
+                self.bound
+            );
+            match NotifySocket::bind(Addr::Abstract(name)) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
     }
 
     /// Right after the spawn, before the loop awaits again: the socket accepts only the

@@ -66,12 +66,7 @@ impl State {
             s.failures += u64::from(!r.ok);
             s.seconds_total += secs;
             s.last_seconds = secs;
-            let last = LastCheck {
-                ok: r.ok,
-                summary: r.summary.clone(),
-                output: r.output.clone(),
-                took_ms: r.took.as_millis() as u64,
-            };
+            let last = LastCheck::of(r);
             match r.kind {
                 CheckKind::Ready => s.last_ready = Some(last),
                 CheckKind::Health => s.last_health = Some(last),
@@ -311,6 +306,41 @@ impl State {
                 }
             }
             self.apps[a].gate = gate;
+        }
+    }
+
+    /// A health or watchdog restart of `self.instances[pos]`, once the old process is gone: it
+    /// counts like a crash, under the unstable-restart rules (`min_uptime`, `max_restarts`,
+    /// delays, backoff).
+    pub(super) fn restart_after_check(
+        &mut self,
+        pos: usize,
+        uptime: std::time::Duration,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        let spec = self.apps[self.instances[pos].app].spec.clone();
+        let inst = &mut self.instances[pos];
+        match super::policy::next_delay(inst, &spec.restart, uptime) {
+            Some(delay) => {
+                inst.restarts += 1;
+                inst.phase = Phase::WaitingRestart {
+                    until: now.mono + delay,
+                };
+                if delay.is_zero() {
+                    out.push(Action::Spawn(inst.id));
+                }
+            }
+            None => {
+                inst.phase = Phase::Errored;
+                out.push(Action::Note(
+                    Level::Warn,
+                    format!(
+                        "{}:{} errored: {} unstable restarts; not restarting. Fix the app, then `pmi restart {}`",
+                        spec.name, inst.index, inst.unstable_restarts, spec.name
+                    ),
+                ));
+            }
         }
     }
 

@@ -8,25 +8,39 @@ use crate::config::tree::Pos;
 use crate::config::{checks, AppSpec};
 
 impl Validator<'_> {
-    /// Duplicate names and `depends_on`.
-    pub(super) fn cross_checks(&mut self, apps: &[AppSpec], places: &[Place]) {
+    /// Duplicate names and `depends_on` (unknown names, cycles), over every app of the file,
+    /// valid or not, so that a problem here is never hidden by (or blamed on) another app's
+    /// error elsewhere.
+    pub(super) fn cross_checks(&mut self, places: &[Place]) {
         let mut first: HashMap<&str, Pos> = HashMap::new();
-        for (a, p) in apps.iter().zip(places) {
-            if let Some(prev) = first.get(a.name.as_str()) {
-                self.d.error(p.name_pos, Some(&a.name), Some("name"), format!("another app (line {}) has the same name; names must be unique (pmi targets apps by name)", prev.line));
+        for p in places {
+            if let Some(prev) = first.get(p.name.as_str()) {
+                // pm2 starts both; so does pmi. The name targets all of them; ids tell them apart.
+                self.d.warn(p.name_pos, Some(&p.name), Some("name"), format!("another app (line {}) has the same name; both run, `{}` targets all of them and the numeric id (`pmi status`) one instance", prev.line, p.name));
             } else {
-                first.insert(&a.name, p.name_pos);
+                first.insert(&p.name, p.name_pos);
             }
         }
-        let deps: Vec<checks::DepsOf<'_>> = apps
+        // Apps sharing a name are one node of the graph, with the union of their dependencies
+        // (a cycle through either is a cycle), as the start order treats them.
+        type Deps = Vec<(checks::Dependency, Pos)>;
+        let mut merged: Vec<(&Place, Deps, bool)> = Vec::new();
+        for p in places {
+            match merged.iter_mut().find(|(m, _, _)| m.name == p.name) {
+                Some((_, deps, restarts)) => {
+                    deps.extend(p.deps.iter().cloned());
+                    *restarts |= p.autorestart;
+                }
+                None => merged.push((p, p.deps.clone(), p.autorestart)),
+            }
+        }
+        let deps: Vec<checks::DepsOf<'_>> = merged
             .iter()
-            .zip(places)
-            .map(|(a, p)| checks::DepsOf {
-                name: &a.name,
+            .map(|(p, deps, autorestart)| checks::DepsOf {
+                name: &p.name,
                 name_pos: p.name_pos,
-                deps: &p.deps,
-                // A clean exit that restarts the app never "completes".
-                autorestart: a.restart.autorestart && !a.restart.stop_exit_codes.contains(&0),
+                deps,
+                autorestart: *autorestart,
             })
             .collect();
         checks::cross_check_deps(&mut self.d, &deps);

@@ -5,22 +5,35 @@ use super::Validator;
 use crate::config::units;
 
 impl Validator<'_> {
-    /// uid (by name or number), gid (given, else the user's primary group), and the user's
-    /// supplementary groups.
-    /// uid/gid/supplementary groups, and the user's home (pm2 sets HOME for a `uid` user).
+    /// uid/supplementary groups, and the user's home (pm2 sets HOME for a `uid` user).
     pub(super) fn ids(
         &mut self,
         raw: &RawApp,
     ) -> (Option<u32>, Option<u32>, Vec<u32>, Option<String>) {
-        let user = self.field(raw, "uid", |v, n| {
-            let s = units::string(n)?;
-            let (uid, u) = v.users().user(&s)?;
-            Ok((uid, u.cloned()))
-        });
-        let gid = self.field(raw, "gid", |v, n| {
-            let s = units::string(n)?;
-            v.users().group(&s)
-        });
+        // With `pmi check --file-only` a name that this machine's /etc
+        // does not know is not an error: the image the file is for may have it.
+        let user = self
+            .field(raw, "uid", |v, n| {
+                let s = units::string(n)?;
+                let lenient = v.opts.file_only;
+                match v.users().user(&s) {
+                    Ok((uid, u)) => Ok(Some((uid, u.cloned()))),
+                    Err(_) if lenient => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .flatten();
+        let gid = self
+            .field(raw, "gid", |v, n| {
+                let s = units::string(n)?;
+                let lenient = v.opts.file_only;
+                match v.users().group(&s) {
+                    Ok(g) => Ok(Some(g)),
+                    Err(_) if lenient => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .flatten();
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
         let switches = user.as_ref().is_some_and(|(u, _)| *u != euid) || gid.is_some();

@@ -75,10 +75,9 @@ pub fn validate(
                 missing_env_block.push(raw.label.clone());
             }
         }
-        if let Some((app, place)) = v.app(&raw, deploy_env, &settings) {
-            apps.push(app);
-            places.push(place);
-        }
+        let (app, place) = v.app(&raw, deploy_env, &settings);
+        apps.extend(app);
+        places.push(place);
     }
     v.report_ignored();
     if let (Some(name), false) = (&opts.env_name, missing_env_block.is_empty()) {
@@ -94,7 +93,7 @@ pub fn validate(
             );
         }
     }
-    v.cross_checks(&apps, &places);
+    v.cross_checks(&places);
     if !v.d.errors.is_empty() {
         return Err(v.d.into_error());
     }
@@ -107,6 +106,10 @@ pub fn validate(
         spec: Spec {
             file,
             env_name: opts.env_name.clone(),
+            cpus: v
+                .cpus
+                .as_ref()
+                .map(|c| format!("max = {}: {}", c.cpus, c.why)),
             settings,
             apps,
         },
@@ -114,10 +117,14 @@ pub fn validate(
     })
 }
 
-/// Where an app's name and dependencies were written, for the checks across apps.
+/// An app's name and dependencies and where they were written, for the checks across apps;
+/// kept for every app, valid or not.
 struct Place {
+    name: String,
     name_pos: Pos,
     deps: Vec<(checks::Dependency, Pos)>,
+    /// A clean exit restarts the app (so it never "completes" for a dependent).
+    autorestart: bool,
 }
 
 /// The interpreter is node (pm2's ready message needs Node's IPC channel).
@@ -139,7 +146,7 @@ struct Validator<'o> {
     /// from the start directory and the app sets no `cwd`.
     file_dir: PathBuf,
     opts: &'o LoadOptions,
-    cpus: Option<u32>,
+    cpus: Option<crate::os::cgroup::CpuCount>,
     users: Option<users::Db>,
     pmi_path: String,
     ignored: Vec<(String, Pos)>,
@@ -163,10 +170,11 @@ impl Validator<'_> {
         }
     }
 
+    /// The CPU count behind `instances: max`, 0 and -N; read once, on first use.
     fn cpus(&mut self) -> u32 {
-        *self
+        self.cpus
+            .get_or_insert_with(crate::os::cgroup::cpu_count)
             .cpus
-            .get_or_insert_with(crate::os::cgroup::available_cpus)
     }
 
     fn users(&mut self) -> &users::Db {
@@ -174,14 +182,14 @@ impl Validator<'_> {
             .get_or_insert_with(|| users::Db::read(Path::new("/etc")))
     }
 
-    /// One app. `None` if it had errors (already recorded).
-    /// One app. `None` if it had errors (already recorded).
+    /// One app, `None` if it had errors (already recorded), and its place for the cross checks.
+    /// One app, `None` if it had errors (already recorded), and its place for the cross checks.
     fn app(
         &mut self,
         raw: &RawApp,
         deploy_env: Option<&Node>,
         settings: &Settings,
-    ) -> Option<(AppSpec, Place)> {
+    ) -> (Option<AppSpec>, Place) {
         let errors_before = self.d.errors.len();
         let mut env = self.env(raw, deploy_env);
         let child_path = env
@@ -243,13 +251,15 @@ impl Validator<'_> {
             }
         }
 
-        if self.d.errors.len() > errors_before {
-            return None;
-        }
         let place = Place {
+            name: p.name.clone(),
             name_pos: raw.get("name").map_or(raw.node.pos, |e| e.value.pos),
             deps: deps.clone(),
+            autorestart: restart.autorestart && !restart.stop_exit_codes.contains(&0),
         };
+        if self.d.errors.len() > errors_before {
+            return (None, place);
+        }
         let app = AppSpec {
             name: p.name,
             namespace,
@@ -284,11 +294,11 @@ impl Validator<'_> {
             listen_timeout,
             shutdown_with_message,
             depends_on: deps.into_iter().map(|(d, _)| d).collect(),
-            ready: ready?,
+            ready: ready.unwrap_or_default(),
             health,
             watchdog,
         };
-        Some((app, place))
+        (Some(app), place)
     }
 
     /// Warnings for keys that are accepted but do nothing in pmi.

@@ -6,7 +6,7 @@ use super::top::{default_name, normalize, RawApp};
 use super::Validator;
 use crate::config::spec::MAX_INSTANCES;
 use crate::config::tree::{Node, Value};
-use crate::config::{interp, units, ExecMode};
+use crate::config::{interp, shell, units, ExecMode};
 
 /// What an app runs, where, and how many times.
 pub(super) struct Process {
@@ -28,16 +28,18 @@ impl Validator<'_> {
     pub(super) fn process(&mut self, raw: &RawApp, child_path: &str) -> Process {
         let label = raw.label.clone();
         let lbl = Some(label.as_str());
+        // A missing cwd is reported, but still used to look for the script, so that the
+        // script's message names the path the app would really use.
         let cwd = self
             .field(raw, "cwd", |v, n| {
-                let s = units::string(n)?;
-                let p = normalize(&v.base_dir.join(s));
-                if v.opts.check_scripts && !p.is_dir() {
-                    return Err(format!("directory {} does not exist; create it or fix `cwd` (relative paths start from {})", p.display(), v.base_dir.display()));
-                }
-                Ok(p)
+                Ok(normalize(&v.base_dir.join(units::string(n)?)))
             })
             .unwrap_or_else(|| self.base_dir.clone());
+        if let (true, Some((_, n))) = (self.opts.check_scripts && !cwd.is_dir(), raw.value("cwd")) {
+            let msg = format!("directory {} does not exist; create it or fix `cwd` (relative paths start from {})", cwd.display(), self.base_dir.display());
+            self.d
+                .error(n.pos, lbl, raw.get("cwd").map(|e| e.key.as_str()), msg);
+        }
 
         let script = match raw.value("script") {
             Some(_) => self.field(raw, "script", |_, n| units::string(n)),
@@ -55,7 +57,7 @@ impl Validator<'_> {
         let explicit_interp = self.field(raw, "interpreter", |_, n| units::string(n));
 
         let mut name = self
-            .field(raw, "name", |_, n| units::string(n))
+            .field(raw, "name", |_, n| app_name(n))
             .or_else(|| script.as_deref().map(default_name))
             .unwrap_or_else(|| label.clone());
         if self.field(raw, "append_env_to_name", |_, n| units::boolean(n)) == Some(true) {
@@ -143,8 +145,20 @@ impl Validator<'_> {
             return Some(self.shell(raw, trimmed, explicit_interp.as_deref(), args));
         }
 
+        let none = explicit_interp.as_deref() == Some("none");
         let interpreter = self.interpreter(raw, explicit_interp, trimmed, path_var, cwd);
         let (in_cwd, found) = self.locate(trimmed, cwd, path_var);
+        // pm2 runs a script without a known extension with node. pmi runs it by itself, unless
+        // it cannot be (not executable) and is a Node script: a node shebang (Express's
+        // `./bin/www`) or node arguments given.
+        let interpreter = match (&interpreter, &found) {
+            (None, Some(f))
+                if !none && !is_executable(f) && (node_shebang(f) || !iargs.is_empty()) =>
+            {
+                Some("node".to_string())
+            }
+            _ => interpreter,
+        };
         let check = self.opts.check_scripts;
         if check && found.is_none() {
             let msg = if trimmed.contains('/') {
@@ -191,7 +205,7 @@ impl Validator<'_> {
                     .as_ref()
                     .is_some_and(|p| p.starts_with(cwd) && p == &normalize(&in_cwd));
                 if check && in_cwd_found && !is_executable(&in_cwd) {
-                    self.d.error(spos, lbl, skey, format!("{} is not executable; `chmod +x` it or set `interpreter` (e.g. sh, node)", in_cwd.display()));
+                    self.d.error(spos, lbl, skey, format!("{} is not executable and has no node shebang; `chmod +x` it (e.g. `RUN chmod +x` in the Dockerfile) or set `interpreter` (node, sh, python3 …)", in_cwd.display()));
                     return None;
                 }
                 let argv0 = if in_cwd_found || (!check && trimmed.contains('/')) {
@@ -207,7 +221,7 @@ impl Validator<'_> {
         Some((argv, interpreter))
     }
 
-    /// pm2: a command line runs through a shell; `exec` so signals reach the app.
+    /// pm2: a command line runs through a shell; `exec` so signals reach the app itself.
     fn shell(
         &mut self,
         raw: &RawApp,
@@ -219,7 +233,13 @@ impl Validator<'_> {
         if let Some(i) = explicit_interp.filter(|i| *i != "none") {
             self.d.warn(spos, Some(&raw.label), Some("interpreter"), format!("interpreter '{i}' is not used: a script with spaces runs as a shell command (`sh -c`)"));
         }
-        let mut line = format!("exec {trimmed}");
+        // SPEC §3: only one simple command gets `exec`; a compound one (`a && b`) runs whole,
+        // else everything after the first command would never run.
+        let mut line = if shell::is_simple_command(trimmed) {
+            format!("exec {trimmed}")
+        } else {
+            trimmed.to_string()
+        };
         for a in args {
             line.push(' ');
             line.push_str(&units::shell_quote(a));
@@ -285,14 +305,45 @@ impl Validator<'_> {
         if want > i64::from(MAX_INSTANCES) {
             return Err(format!("{want} instances is more than pmi allows ({MAX_INSTANCES}); use \"max\" to follow the CPUs"));
         }
-        let cpus = i64::from(self.cpus());
         let count = match want {
-            0 => cpus,
-            w if w < 0 => cpus + w,
+            0 => i64::from(self.cpus()),
+            w if w < 0 => i64::from(self.cpus()) + w,
             w => w,
         };
         Ok(count.max(1) as u32)
     }
+}
+
+/// `name`: a string without control characters (a newline or ESC in a name would go raw into
+/// pmi's log, the status table and `name:N` targets).
+fn app_name(n: &Node) -> Result<String, String> {
+    let s = units::string(n)?;
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!(
+            "{s:?} contains the control character {:?}; use letters, digits, '-', '_' or '.'",
+            c
+        )),
+        None => Ok(s),
+    }
+}
+
+/// The file starts with `#!` naming node (`#!/usr/bin/env node`, `#!/usr/local/bin/node`,
+/// `#!/usr/bin/env -S node --flag`).
+fn node_shebang(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(p)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let line = head[..n].split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let Some(rest) = line.strip_prefix(b"#!") else {
+        return false;
+    };
+    String::from_utf8_lossy(rest)
+        .split_whitespace()
+        .filter(|w| !w.starts_with('-'))
+        .take(2)
+        .any(|w| Path::new(w).file_name().and_then(|f| f.to_str()) == Some("node"))
 }
 
 fn is_executable(p: &Path) -> bool {

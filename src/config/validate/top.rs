@@ -249,7 +249,9 @@ fn label(node: &Node, index: usize) -> String {
             .iter()
             .find(|e| matches!(fields::classify(&e.key), Key::Field(c) if c == canon))
             .and_then(|e| match &e.value.value {
-                Value::Str(s) if !s.trim().is_empty() => Some(s.clone()),
+                // Escaped: a control character in a name is an error, and its message must not
+                // carry it raw.
+                Value::Str(s) if !s.trim().is_empty() => Some(s.escape_debug().to_string()),
                 Value::Num(_) => Some(e.value.to_env_string()),
                 _ => None,
             })
@@ -262,7 +264,9 @@ fn label(node: &Node, index: usize) -> String {
 /// pm2: the script's file name without its extension; a command line is its own name.
 pub(super) fn default_name(script: &str) -> String {
     if script.trim().contains(char::is_whitespace) {
-        return script.trim().to_string();
+        // A multi-line script names its app on one line, without control characters.
+        let words: Vec<&str> = script.split_whitespace().collect();
+        return words.join(" ").replace(|c: char| c.is_control(), "");
     }
     let p = Path::new(script);
     p.file_stem()
@@ -298,6 +302,7 @@ mod tests {
         assert_eq!(default_name("server"), "server");
         assert_eq!(default_name("npm start"), "npm start");
         assert_eq!(default_name("a.b.py"), "a.b");
+        assert_eq!(default_name("a &&\n  b\x1b"), "a && b");
     }
 
     #[test]
