@@ -11,6 +11,7 @@ mod fields;
 mod interp;
 mod js;
 mod json;
+mod peers;
 mod source;
 pub mod spec;
 mod tree;
@@ -112,8 +113,46 @@ pub struct ConfigError {
 /// Reads and validates an apps file. Relative paths in it resolve against `base_dir` (the
 /// directory pmi was started in, as pm2).
 pub fn load(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    if peers::detect(path) == Some(peers::Peer::Procfile) {
+        return load_procfile(path, base_dir, opts);
+    }
     let parsed = source::read(path, base_dir)?;
     validate::validate(path, &parsed, base_dir, opts)
+}
+
+/// `pmi Procfile`: the Procfile's own problems are located in it; the converted apps are then
+/// validated as usual, their diagnostics naming the app (lines of the generated YAML would
+/// point nowhere in the Procfile, so they are left out).
+fn load_procfile(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let conv = peers::convert(path, base_dir, peers::Peer::Procfile)?;
+    let unlocate = |mut d: Diagnostic| {
+        d.line = None;
+        d.column = None;
+        d
+    };
+    let parsed = yaml::parse(&conv.yaml).map_err(|i| ConfigError {
+        diagnostics: vec![unlocate(Diagnostic {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            app: None,
+            field: None,
+            message: i.message,
+        })],
+    })?;
+    match validate::validate(path, &parsed, base_dir, opts) {
+        Ok(mut l) => {
+            l.warnings = conv
+                .warnings
+                .into_iter()
+                .chain(l.warnings.into_iter().map(unlocate))
+                .collect();
+            Ok(l)
+        }
+        Err(e) => Err(ConfigError {
+            diagnostics: e.diagnostics.into_iter().map(unlocate).collect(),
+        }),
+    }
 }
 
 /// Reads an apps file and returns it as pmi's canonical YAML: the same apps with pm2's field
@@ -122,6 +161,14 @@ pub fn load(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Loaded, 
 /// `opts` does not change the output: every `env_<NAME>` block is kept, whatever `--env` says.
 pub fn convert(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<String, ConfigError> {
     let _ = opts;
+    if let Some(peer) = peers::detect(path) {
+        let c = peers::convert(path, base_dir, peer)?;
+        // Warnings also head the YAML as comments; stderr is where a terminal user sees them.
+        for w in &c.warnings {
+            eprintln!("pmi: warning: {w}");
+        }
+        return Ok(c.yaml);
+    }
     let parsed = source::read(path, base_dir)?;
     convert::to_yaml(path, &parsed.root)
 }
