@@ -27,12 +27,16 @@ pub enum Peer {
     ProcessCompose,
 }
 
-/// The peer format of `path`, by name: `Procfile*`, `*.conf` (supervisord.conf, conf.d/*.conf),
+/// The peer format of `path`, by name: `Procfile*` (but not `Procfile*.yaml` and other pm2
+/// extensions, which are what `convert` writes), `*.conf` (supervisord.conf, conf.d/*.conf),
 /// `process-compose*.yml|yaml`. None for pm2 and pmi files.
 pub fn detect(path: &Path) -> Option<Peer> {
     let name = path.file_name()?.to_str()?;
     let lower = name.to_ascii_lowercase();
-    if name.starts_with("Procfile") || lower == "procfile" {
+    let pm2_ext = [".yaml", ".yml", ".json", ".js", ".cjs", ".mjs"]
+        .iter()
+        .any(|e| lower.ends_with(e));
+    if (name.starts_with("Procfile") || lower == "procfile") && !pm2_ext {
         Some(Peer::Procfile)
     } else if lower.ends_with(".conf") {
         Some(Peer::Supervisord)
@@ -115,6 +119,8 @@ pub fn convert_text(path: &Path, text: &str, peer: Peer) -> Result<Converted, Co
         }
     };
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+    d.warnings
+        .sort_by_key(|w| (w.line.unwrap_or(0), w.column.unwrap_or(0)));
     let mut yaml = format!(
         "# pmi apps file, converted by `pmi convert` from {name} ({})\n",
         kind(peer)
@@ -235,6 +241,7 @@ mod tests {
             ("process-compose.yaml", Some(Peer::ProcessCompose)),
             ("process-compose.override.yml", Some(Peer::ProcessCompose)),
             ("apps.yaml", None),
+            ("Procfile.converted.yaml", None),
             ("ecosystem.config.js", None),
         ] {
             assert_eq!(detect(Path::new(n)), want, "{n}");

@@ -65,9 +65,10 @@ pub fn convert(text: &str, d: &mut Diags) -> Vec<AppOut> {
         );
         return Vec::new();
     };
+    let names: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
     let mut apps = Vec::new();
     for p in entries.iter().take(MAX_PROCESSES) {
-        if let Some(app) = process(p, &global_env, d) {
+        if let Some(app) = process(p, &global_env, &names, d) {
             apps.push(app);
         }
     }
@@ -96,7 +97,10 @@ fn env_list(n: &Node, app: Option<&str>, d: &mut Diags) -> Vec<(String, String)>
     };
     for it in items {
         match it.as_str().and_then(|s| s.split_once('=')) {
-            Some((k, v)) if !k.trim().is_empty() => out.push((k.trim().to_string(), v.to_string())),
+            Some((k, v)) if !k.trim().is_empty() => {
+                not_expanded(v, it.pos, app, "environment", d);
+                out.push((k.trim().to_string(), v.to_string()))
+            }
             _ => d.error(
                 it.pos,
                 app,
@@ -139,7 +143,12 @@ fn number(e: &Entry, app: &str, d: &mut Diags) -> Option<f64> {
     }
 }
 
-fn process(p: &Entry, global_env: &[(String, String)], d: &mut Diags) -> Option<AppOut> {
+fn process(
+    p: &Entry,
+    global_env: &[(String, String)],
+    names: &[&str],
+    d: &mut Diags,
+) -> Option<AppOut> {
     let name = p.key.as_str();
     let Some(fields) = p.value.as_map() else {
         d.error(
@@ -175,69 +184,84 @@ fn process(p: &Entry, global_env: &[(String, String)], d: &mut Diags) -> Option<
         );
         return None;
     }
+    if cmd.contains("{{") {
+        let pos = fields
+            .iter()
+            .find(|e| e.key == "command")
+            .map_or(p.key_pos, |e| e.value.pos);
+        d.warn(pos, Some(name), Some("command"), "process-compose templates ({{.PC_REPLICA_NUM}} ...) are not expanded by pmi; use $NODE_APP_INSTANCE (the instance number) in the command");
+    }
     let mut app = AppOut::new(name);
     app.shell_command(&cmd);
     for (k, v) in global_env {
         app.env(k, v);
     }
     for e in fields {
-        let warn =
-            |d: &mut Diags, msg: &str| d.warn(e.key_pos, Some(name), Some(&e.key), msg.to_string());
-        match e.key.as_str() {
-            "command" => {}
-            "working_dir" => {
-                if let Some(s) = text_of(e, name, d) {
-                    app.set("cwd", s);
-                }
-            }
-            "environment" => {
-                for (k, v) in env_list(&e.value, Some(name), d) {
-                    app.env(&k, &v);
-                }
-            }
-            "replicas" => match e.value.value {
-                Value::Num(n) if n >= 1.0 && n <= MAX_REPLICAS && n.fract() == 0.0 => app.set("instances", n as u64),
-                _ => d.error(e.value.pos, Some(name), Some("replicas"), format!("{} is not a count from 1 to {MAX_REPLICAS}", e.value.show())),
-            },
-            "disabled" => {
-                if e.value.value == Value::Bool(true) {
-                    app.set("autostart", false);
-                }
-            }
-            "namespace" => {
-                if let Some(s) = text_of(e, name, d) {
-                    app.set("namespace", s);
-                }
-            }
-            "depends_on" => depends_on(&mut app, e, name, d),
-            "availability" => availability(&mut app, e, name, d),
-            "readiness_probe" => {
-                if let Some(m) = probe(e, name, false, d) {
-                    app.set("ready", Y::Mapping(m));
-                }
-            }
-            "liveness_probe" => {
-                if let Some(m) = probe(e, name, true, d) {
-                    app.set("health", Y::Mapping(m));
-                }
-            }
-            "shutdown" => shutdown(&mut app, e, name, d),
-            "log_location" => {
-                if let Some(s) = text_of(e, name, d) {
-                    app.set("out_file", s.as_str());
-                    app.set("error_file", s);
-                }
-            }
-            "description" => {}
-            "is_daemon" => warn(d, "no equivalent: pmi supervises foreground processes; run the program without daemonizing"),
-            "ready_log_line" => warn(d, "no equivalent: make the app ready by a `ready` check (http, tcp or exec)"),
-            _ => warn(d, "not a process-compose setting pmi converts; ignored"),
-        }
+        field(&mut app, e, name, names, d);
     }
     Some(app)
 }
 
-fn depends_on(app: &mut AppOut, e: &Entry, name: &str, d: &mut Diags) {
+/// One key of a process: converted, or a located warning.
+fn field(app: &mut AppOut, e: &Entry, name: &str, names: &[&str], d: &mut Diags) {
+    let warn =
+        |d: &mut Diags, msg: &str| d.warn(e.key_pos, Some(name), Some(&e.key), msg.to_string());
+    match e.key.as_str() {
+        "command" => {}
+        "working_dir" => {
+            if let Some(s) = text_of(e, name, d) {
+                not_expanded(&s, e.value.pos, Some(name), "working_dir", d);
+                app.set("cwd", s);
+            }
+        }
+        "environment" => {
+            for (k, v) in env_list(&e.value, Some(name), d) {
+                app.env(&k, &v);
+            }
+        }
+        "replicas" => match e.value.value {
+            Value::Num(n) if (1.0..=MAX_REPLICAS).contains(&n) && n.fract() == 0.0 => app.set("instances", n as u64),
+            _ => d.error(e.value.pos, Some(name), Some("replicas"), format!("{} is not a count from 1 to {MAX_REPLICAS}", e.value.show())),
+        },
+        "disabled" => {
+            if e.value.value == Value::Bool(true) {
+                app.set("autostart", false);
+            }
+        }
+        "namespace" => {
+            if let Some(s) = text_of(e, name, d) {
+                app.set("namespace", s);
+            }
+        }
+        "depends_on" => depends_on(app, e, name, names, d),
+        "availability" => availability(app, e, name, d),
+        "readiness_probe" => {
+            if let Some(m) = probe(e, name, false, d) {
+                app.set("ready", Y::Mapping(m));
+            }
+        }
+        "liveness_probe" => {
+            if let Some(m) = probe(e, name, true, d) {
+                app.set("health", Y::Mapping(m));
+            }
+        }
+        "shutdown" => shutdown(app, e, name, d),
+        "log_location" => {
+            if let Some(s) = text_of(e, name, d) {
+                app.set("out_file", s.as_str());
+                app.set("error_file", s);
+            }
+        }
+        "description" => {}
+        "is_tty" => warn(d, "pmi runs apps without a terminal; their output goes to the container log"),
+        "disable_ansi_colors" => warn(d, "pmi passes output through as written; ignored"),
+        "is_daemon" => warn(d, "no equivalent: pmi supervises foreground processes; run the program without daemonizing"),
+        "ready_log_line" => warn(d, "no equivalent: make the app ready by a `ready` check (http, tcp or exec)"),
+        _ => warn(d, "not a process-compose setting pmi converts; ignored"),
+    }
+}
+
+fn depends_on(app: &mut AppOut, e: &Entry, name: &str, names: &[&str], d: &mut Diags) {
     let Some(deps) = e.value.as_map() else {
         d.error(
             e.value.pos,
@@ -252,6 +276,11 @@ fn depends_on(app: &mut AppOut, e: &Entry, name: &str, d: &mut Diags) {
     };
     let mut out = Vec::new();
     for dep in deps {
+        if !names.contains(&dep.key.as_str()) {
+            // pmi would refuse the whole file for an unknown name; process-compose runs the rest.
+            d.warn(dep.key_pos, Some(name), Some("depends_on"), format!("'{}' is not a process of this file: left out of depends_on; add it, or remove the dependency", dep.key));
+            continue;
+        }
         let cond = dep
             .value
             .get("condition")
@@ -278,6 +307,11 @@ fn depends_on(app: &mut AppOut, e: &Entry, name: &str, d: &mut Diags) {
                 continue;
             }
         };
+        if pmi == "ready" {
+            // The default condition: a plain name says it.
+            out.push(dep.key.clone().into());
+            continue;
+        }
         let mut m = Mapping::new();
         m.insert("app".into(), dep.key.clone().into());
         m.insert("condition".into(), pmi.into());
@@ -388,12 +422,18 @@ fn probe(e: &Entry, name: &str, liveness: bool, d: &mut Diags) -> Option<Mapping
                     check = true;
                 }
             }
-            "http_get" => {
-                if let Some(url) = http_url(&f.value) {
+            "http_get" => match http_url(&f.value) {
+                Some(url) => {
                     put(&mut m, "http", url.into());
                     check = true;
                 }
-            }
+                None => d.warn(
+                    f.key_pos,
+                    Some(name),
+                    Some(&format!("{field}.http_get")),
+                    "has no `port`: not converted; add the port",
+                ),
+            },
             "period_seconds" => {
                 if let Some(s) = number(f, name, d) {
                     put(&mut m, "interval", seconds(s).into());
@@ -436,6 +476,27 @@ fn probe(e: &Entry, name: &str, liveness: bool, d: &mut Diags) -> Option<Mapping
         return None;
     }
     Some(m)
+}
+
+/// process-compose expands `$VAR`/`${VAR}` in the whole file from the environment it runs in.
+/// pmi does not (and `convert` must not copy this machine's values): say so where it matters.
+/// Commands are left alone: they run under `sh -c`, which expands them from the app's env.
+fn not_expanded(
+    v: &str,
+    pos: crate::config::tree::Pos,
+    app: Option<&str>,
+    field: &str,
+    d: &mut Diags,
+) {
+    let b = v.as_bytes();
+    let var = (0..b.len()).any(|i| {
+        b[i] == b'$'
+            && b.get(i + 1)
+                .is_some_and(|c| *c == b'{' || c.is_ascii_alphabetic() || *c == b'_')
+    });
+    if var {
+        d.warn(pos, app, Some(field), format!("{v:?}: $VARIABLES are not expanded by pmi here; write the value, or set it in the container's environment"));
+    }
 }
 
 /// `{host, port, path, scheme}` → a URL (host defaults to 127.0.0.1, as process-compose).
@@ -517,7 +578,7 @@ processes:
         assert_eq!(a[0]["ready"]["exec"], "pg_isready");
         assert_eq!(a[0]["ready"]["interval"], "2s");
         assert_eq!(a[1]["script"], "sh");
-        assert_eq!(a[1]["depends_on"][0]["condition"], "ready");
+        assert_eq!(a[1]["depends_on"][0], "db");
         assert_eq!(a[1]["autorestart"], false);
         assert_eq!(a[2]["cwd"], "./web");
         assert_eq!(a[2]["env"]["GLOBAL"], "1");

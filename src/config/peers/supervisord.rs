@@ -9,6 +9,7 @@ use configparser::ini::{Ini, IniDefault};
 
 use super::{seconds, AppOut, Diags};
 use crate::config::tree::Pos;
+use crate::config::units;
 
 /// Budgets: sections and numprocs beyond these are not a real supervisord setup.
 const MAX_PROGRAMS: usize = 500;
@@ -147,25 +148,40 @@ fn other_section(section: &str, pos: Pos, d: &mut Diags) {
 /// `%(ENV_X)s` (and `%(here)s` ...) anywhere: never expanded from this machine.
 fn interpolation_warnings(at: &Lines, d: &mut Diags) {
     for (i, l) in at.lines.iter().enumerate() {
+        // process_name has its own warning (pmi names instances itself).
+        if l.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("process_name")
+        {
+            continue;
+        }
         let mut rest = *l;
         let mut col = 0;
         while let Some(p) = rest.find("%(") {
             let after = &rest[p + 2..];
-            let Some(end) = after.find(")s") else { break };
+            let Some(end) = after.find(')') else { break };
             let var = &after[..end];
+            // Python's %-format after the name: flags and width, then the conversion letter.
+            let tail = &after[end + 1..];
+            let spec = tail
+                .find(|c: char| c.is_ascii_alphabetic())
+                .map_or(0, |n| n + 1);
             let pos = Pos::new(i + 1, col + p + 1);
             if let Some(env) = var.strip_prefix("ENV_") {
                 d.warn(pos, None, None, format!("%({var})s is not expanded: pmi does not copy this machine's environment into the file; set `env: {{{env}: ...}}` in the app, or let the container's environment provide {env}"));
+            } else if var == "process_num" {
+                d.warn(pos, None, None, "%(process_num) is not expanded: each instance has its number in $NODE_APP_INSTANCE (pmi's instance_var); run the command under `sh -c` to use it");
             } else if var != "program_name" {
                 d.warn(
                     pos,
                     None,
                     None,
-                    format!("%({var})s is not expanded: write the value itself"),
+                    format!("%({var}) is not expanded: write the value itself"),
                 );
             }
-            col += p + 2 + end + 2;
-            rest = &after[end + 2..];
+            let used = end + 1 + spec;
+            col += p + 2 + used;
+            rest = &after[used..];
         }
     }
 }
@@ -189,8 +205,73 @@ fn program(
         return None;
     };
     let mut app = AppOut::new(name);
-    // supervisord splits the command itself (no shell) and substitutes %(program_name)s.
-    app.shell_command(&command.replace("%(program_name)s", name));
+    if !set_command(&mut app, name, command, pos("command"), d) {
+        return None;
+    }
+    let (autorestart, out_log) = settings(&mut app, name, kv, &pos, d);
+    restart_policy(
+        &mut app,
+        name,
+        autorestart.as_deref(),
+        get("exitcodes"),
+        &pos,
+        d,
+    );
+    let redirect = get("redirect_stderr").and_then(boolean) == Some(true);
+    match (out_log, redirect) {
+        (Some(f), true) => {
+            app.set("out_file", f.as_str());
+            app.set("error_file", f);
+        }
+        (Some(f), false) => app.set("out_file", f),
+        (None, true) => d.warn(
+            pos("redirect_stderr"),
+            Some(name),
+            Some("redirect_stderr"),
+            "pmi keeps the app's stderr on its own stderr; both reach the container log",
+        ),
+        (None, false) => {}
+    }
+    Some(app)
+}
+
+/// supervisord splits the command itself, as a shell would but without running one, and execs
+/// it: the same words, run directly. False (after an error) when it cannot be split.
+fn set_command(app: &mut AppOut, name: &str, command: &str, at: Pos, d: &mut Diags) -> bool {
+    let command = command.replace("%(program_name)s", name);
+    match units::shell_split(&command) {
+        Ok(words) if !words.is_empty() => {
+            app.set("script", words[0].as_str());
+            app.set("interpreter", "none");
+            if words.len() > 1 {
+                let rest = words[1..]
+                    .iter()
+                    .map(|w| serde_yaml::Value::from(w.as_str()));
+                app.set("args", serde_yaml::Value::Sequence(rest.collect()));
+            }
+        }
+        _ => {
+            d.error(
+                at,
+                Some(name),
+                Some("command"),
+                format!("cannot split {command:?} into words (an unclosed quote?)"),
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// Every key of a program but the command: converted, or a located warning. Returns the
+/// settings that are resolved together afterwards (autorestart, stdout_logfile).
+fn settings(
+    app: &mut AppOut,
+    name: &str,
+    kv: &[(String, String)],
+    pos: &dyn Fn(&str) -> Pos,
+    d: &mut Diags,
+) -> (Option<String>, Option<String>) {
     let mut autorestart: Option<String> = None;
     let mut out_log: Option<String> = None;
     for (k, v) in kv {
@@ -255,36 +336,16 @@ fn program(
             }
             "priority" => warn(d, "no equivalent: pmi starts apps in parallel; order them with `depends_on`".into()),
             "umask" | "serverurl" => warn(d, "no equivalent in pmi; ignored".into()),
+            // No rotation and no events is what pmi does anyway.
+            _ if (k.ends_with("_maxbytes") || k.ends_with("_backups")) && v.trim() == "0" => {}
+            _ if k.ends_with("_events_enabled") && boolean(v) == Some(false) => {}
             _ if k.starts_with("stdout_") || k.starts_with("stderr_") => {
                 warn(d, "no equivalent: pmi writes app output to the container log (or out_file/error_file); rotate files outside pmi".into())
             }
             _ => warn(d, format!("'{k}' is not a supervisord program setting pmi converts; ignored")),
         }
     }
-    restart_policy(
-        &mut app,
-        name,
-        autorestart.as_deref(),
-        get("exitcodes"),
-        &pos,
-        d,
-    );
-    let redirect = get("redirect_stderr").and_then(boolean) == Some(true);
-    match (out_log, redirect) {
-        (Some(f), true) => {
-            app.set("out_file", f.as_str());
-            app.set("error_file", f);
-        }
-        (Some(f), false) => app.set("out_file", f),
-        (None, true) => d.warn(
-            pos("redirect_stderr"),
-            Some(name),
-            Some("redirect_stderr"),
-            "pmi keeps the app's stderr on its own stderr; both reach the container log",
-        ),
-        (None, false) => {}
-    }
-    Some(app)
+    (autorestart, out_log)
 }
 
 /// autorestart (true, false, unexpected) with exitcodes → pmi's autorestart + stop_exit_codes.
@@ -438,7 +499,12 @@ mod tests {
         let v: serde_yaml::Value = serde_yaml::from_str(&c.yaml).unwrap();
         let w = &v["apps"][0];
         assert_eq!(w["name"], "web");
-        assert_eq!(w["script"], "/usr/bin/gunicorn app:app -w 2");
+        assert_eq!(w["script"], "/usr/bin/gunicorn");
+        assert_eq!(w["interpreter"], "none");
+        assert_eq!(
+            w["args"],
+            serde_yaml::from_str::<serde_yaml::Value>("[app:app, -w, \"2\"]").unwrap()
+        );
         assert_eq!(w["cwd"], "/srv");
         assert_eq!(w["instances"], 2);
         assert_eq!(w["autorestart"], true);
