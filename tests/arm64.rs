@@ -129,3 +129,80 @@ fn two_apps_status_and_sigterm() {
         pmi.stderr()
     );
 }
+
+/// The two-architecture recipe of docker/README.md, arm64 half: a `FROM scratch` image built with
+/// `--platform linux/arm64` from the aarch64 binary is an arm64 image holding that binary.
+#[test]
+fn arm64_scratch_image_builds() {
+    let Some(bin) = setup("arm64_scratch_image_builds") else {
+        return;
+    };
+    if !Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIPPED arm64_scratch_image_builds: no Docker engine answers `docker info`");
+        return;
+    }
+    let sb = Sandbox::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ctx = sb.path("ctx");
+    let o = Command::new("sh")
+        .arg(repo.join("docker/scratch-context.sh"))
+        .arg(&ctx)
+        .arg(repo.join("docker/example/apps.yaml"))
+        .env("PMI_BIN", &bin)
+        // Debian's busybox-static is the host's architecture: an arm64 image goes without it.
+        .env("BUSYBOX", "none")
+        .output()
+        .expect("scratch-context.sh");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tag = format!("pmi-test-arm64:{}", std::process::id());
+    struct Rm(String);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &format!("{}-x", self.0.replace(':', "-"))])
+                .output();
+            let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+        }
+    }
+    let _rm = Rm(tag.clone());
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker");
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    docker(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        &tag,
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        docker(&["image", "inspect", "--format", "{{.Architecture}}", &tag]),
+        "arm64"
+    );
+    // The binary in the image is the static aarch64 pmi (copied out, not run: no binfmt needed).
+    let name = format!("{}-x", tag.replace(':', "-"));
+    docker(&["create", "--name", &name, &tag]);
+    let out = sb.path("pmi-from-image");
+    docker(&[
+        "cp",
+        &format!("{name}:/usr/local/bin/pmi"),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&bin).unwrap());
+}
