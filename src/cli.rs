@@ -72,6 +72,16 @@ pub enum Cmd {
     },
     /// Print the version.
     Version,
+    /// Print a shell completion script: `pmi completions bash > /etc/bash_completion.d/pmi`.
+    Completions { shell: Shell },
+}
+
+/// The shells `pmi completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// Options of the supervisor (each also settable in the file's `pmi:` block; the flag wins).
@@ -163,8 +173,24 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 }
 
 const VERBS: &[&str] = &[
-    "run", "check", "convert", "status", "ls", "list", "describe", "start", "stop", "restart",
-    "reload", "scale", "signal", "logs", "health", "version", "help",
+    "run",
+    "check",
+    "convert",
+    "status",
+    "ls",
+    "list",
+    "describe",
+    "start",
+    "stop",
+    "restart",
+    "reload",
+    "scale",
+    "signal",
+    "logs",
+    "health",
+    "version",
+    "completions",
+    "help",
 ];
 
 /// Puts the implicit `run` verb in front of `pmi FILE` and `pmi -- CMD`.

@@ -6,6 +6,7 @@
 //! HTTP) see only the `status::Snapshot` the supervisor publishes after every event.
 
 pub mod cli;
+pub mod complete;
 pub mod config;
 pub mod control;
 pub mod exit;

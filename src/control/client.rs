@@ -276,7 +276,7 @@ fn to_request(cmd: Cmd) -> Result<(Request, bool), String> {
             (req, json)
         }
         Cmd::Health { ready } => (Request::Health { ready }, false),
-        Cmd::Run(_) | Cmd::Check(_) | Cmd::Convert(_) | Cmd::Version => {
+        Cmd::Run(_) | Cmd::Check(_) | Cmd::Convert(_) | Cmd::Version | Cmd::Completions { .. } => {
             return Err("not a client verb".into())
         }
     })
