@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::CommandFactory;
 
 fn main() -> std::io::Result<()> {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/man".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "target/man".into()),
+    );
     std::fs::create_dir_all(&dir)?;
     let cmd = pmi::cli::Cli::command();
     clap_mangen::generate_to(cmd, &dir)?;

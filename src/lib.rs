@@ -12,6 +12,7 @@ pub mod control;
 pub mod exit;
 pub mod http;
 pub mod logs;
+pub mod monit;
 pub mod os;
 pub mod run;
 pub mod single;

@@ -77,6 +77,11 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Cmd::Check(c) => check(c),
         Cmd::Convert(c) => convert(c),
         Cmd::Completions { shell } => crate::complete::print(shell),
+        Cmd::Monit {
+            target,
+            interval,
+            count,
+        } => crate::monit::run(socket, target, interval, count),
         Cmd::Version => {
             out(&format!("pmi {}\n", env!("CARGO_PKG_VERSION")));
             exit::OK
