@@ -1,4 +1,4 @@
-//! Command-line types and dispatch: argv → a supervisor run, single-command mode, or a client verb.
+//! Command-line types: argv → a supervisor run, single-command mode, or a client verb.
 //!
 //! Invariant: every outcome leaves through one exit code from `crate::exit`; usage errors are 2.
 
@@ -113,8 +113,8 @@ pub struct SupervisorOpts {
     #[arg(long)]
     pub no_auto_exit: bool,
     /// Default stop signal (apps may set kill_signal).
-    #[arg(long, value_name = "SIG")]
-    pub kill_signal: Option<String>,
+    #[arg(long, value_parser = parse_signal, value_name = "SIG")]
+    pub kill_signal: Option<i32>,
     /// Default time from the stop signal to SIGKILL, in ms.
     #[arg(long, value_name = "MS")]
     pub kill_timeout: Option<u64>,
@@ -151,8 +151,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    #[arg(long, value_name = "NAME")]
-    pub env: Option<String>,
+    /// No `--env`: conversion keeps every `env_<NAME>` block, so the flag would do nothing.
     pub file: PathBuf,
 }
 
@@ -180,6 +179,12 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
             "'{s}' is not a log format: use raw, prefixed or json"
         )),
     }
+}
+
+/// `--kill-signal`: a name or number, parsed once here.
+fn parse_signal(s: &str) -> Result<i32, String> {
+    crate::os::signals::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a signal name or number (e.g. TERM, SIGINT, 15)"))
 }
 
 const VERBS: &[&str] = &[
@@ -250,6 +255,24 @@ mod tests {
         ));
         assert_eq!(
             parse(argv(&["pmi", "run", "--bogus", "x.yaml"])).unwrap_err(),
+            2
+        );
+    }
+
+    #[test]
+    fn kill_signal_is_parsed_once_and_bad_names_are_usage_errors() {
+        let cli = parse(argv(&["pmi", "--kill-signal", "SIGINT", "apps.yaml"])).unwrap();
+        match cli.cmd {
+            Cmd::Run(r) => assert_eq!(r.opts.kill_signal, Some(libc::SIGINT)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(argv(&["pmi", "--kill-signal", "NOPE", "apps.yaml"])).unwrap_err(),
+            2
+        );
+        // `convert` keeps every env block: an `--env` there would be ignored, so it is refused.
+        assert_eq!(
+            parse(argv(&["pmi", "convert", "--env", "prod", "apps.yaml"])).unwrap_err(),
             2
         );
     }

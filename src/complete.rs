@@ -8,9 +8,9 @@ use std::io::Write;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Shell};
-use crate::exit;
+use crate::exit::{self, Failure};
 
-pub fn print(shell: Shell) -> i32 {
+pub fn print(shell: Shell) -> Result<i32, Failure> {
     let mut cmd = Cli::command();
     let mut buf = Vec::new();
     let gen = match shell {
@@ -20,8 +20,10 @@ pub fn print(shell: Shell) -> i32 {
     };
     clap_complete::generate(gen, &mut cmd, "pmi", &mut buf);
     match std::io::stdout().lock().write_all(&buf) {
-        Ok(()) => exit::OK,
-        Err(_) => exit::FAILURE,
+        Ok(()) => Ok(exit::OK),
+        Err(e) => Err(Failure::Failed(format!(
+            "pmi: cannot write the script: {e}"
+        ))),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The one table of pmi's exit codes. `main` maps every outcome to one of these.
+//! The one table of pmi's exit codes, how a process ended (`ExitStatus`), and why a mode ended
+//! (`Failure`). `dispatch` maps every outcome to one of these codes. Pure data: below everything.
 
 /// Success: every app's last exit was a success, or a client request succeeded.
 pub const OK: i32 = 0;
@@ -18,4 +19,49 @@ pub const NOT_FOUND: i32 = 127;
 /// The shell's convention for a process killed by signal `sig`.
 pub fn for_signal(sig: i32) -> i32 {
     128 + sig
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell's view: the code, or 128+N for a signal death.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => for_signal(s),
+        }
+    }
+
+    pub fn is_success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {}", crate::signame::name(*s)),
+        }
+    }
+}
+
+/// Why a mode ended without an exit code of its own. Each variant carries the message for the
+/// user (one or more lines, without the trailing newline); `dispatch` prints it and maps the
+/// variant to a code of this table, in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Bad usage or configuration; nothing was started (exit 2).
+    Usage(String),
+    /// A client request was refused or failed (exit 1).
+    Failed(String),
+    /// No pmi reachable (exit 3).
+    Unreachable(String),
+    /// pmi itself failed (exit 70).
+    Internal(String),
 }

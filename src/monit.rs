@@ -11,10 +11,11 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::control::client::{request, socket_path};
+use crate::control::client::request;
 use crate::control::proto::{InstanceRow, Request, Response};
 use crate::control::render;
-use crate::exit;
+use crate::control::socket::socket_path;
+use crate::exit::{self, Failure};
 
 /// Fastest refresh: each frame reads /proc for every instance inside pmi.
 const MIN_INTERVAL: Duration = Duration::from_millis(250);
@@ -24,22 +25,19 @@ pub fn run(
     target: Option<String>,
     interval_ms: u64,
     count: Option<u32>,
-) -> i32 {
+) -> Result<i32, Failure> {
     let path = socket_path(socket.as_deref());
     let interval = Duration::from_millis(interval_ms).max(MIN_INTERVAL);
     let tty = std::io::stdout().is_terminal();
     let req = Request::Status { target };
     let mut frame = 0u32;
     loop {
-        let rows = match request(&path, &req) {
-            Ok(Response::Status(r)) => r.instances,
-            Ok(other) => {
-                eprintln!("pmi: unexpected answer: {other:?}");
-                return exit::FAILURE;
-            }
-            Err(e) => {
-                eprintln!("pmi: {e}");
-                return e.exit_code();
+        let rows = match request(&path, &req)? {
+            Response::Status(r) => r.instances,
+            other => {
+                return Err(Failure::Failed(format!(
+                    "pmi: unexpected answer: {other:?}"
+                )))
             }
         };
         let mut text = String::new();
@@ -58,12 +56,12 @@ pub fn run(
             .and_then(|_| out.flush())
             .is_err()
         {
-            return exit::FAILURE;
+            return Ok(exit::FAILURE);
         }
         drop(out);
         frame += 1;
         if count.is_some_and(|c| frame >= c) {
-            return exit::OK;
+            return Ok(exit::OK);
         }
         std::thread::sleep(interval);
     }

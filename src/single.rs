@@ -4,7 +4,8 @@
 //! terminal's foreground group when there is a terminal), and receives every forwardable signal
 //! as pmi receives it. pmi exits with the command's code (128+N for a signal) once the command's
 //! leftovers have been signalled and reaped. Invariant: pmi never escalates against the command
-//! itself unless `--kill-timeout` is given.
+//! itself unless `--kill-timeout` is given; a bug (a panic) still stops every process pmi started
+//! before it exits 70.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -12,30 +13,34 @@ use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
 use crate::cli::SupervisorOpts;
-use crate::exit;
+use crate::config::DEFAULT_KILL_TIMEOUT;
+use crate::exit::Failure;
 use crate::os::reap::{reap_all, ExitStatus};
 use crate::os::signals;
 use crate::os::spawn::{spawn, SpawnRequest, Streams};
 use crate::os::{pid1, strays};
-use crate::run::err_line;
+use crate::term::err_line;
 
-/// Grace period for the command's leftovers when `--kill-timeout` is not given (pm2's default).
-const DEFAULT_GRACE: Duration = Duration::from_millis(1600);
-
-pub fn run(command: Vec<OsString>, opts: &SupervisorOpts) -> i32 {
-    let stray_signal = match crate::run::kill_signal(opts) {
-        Ok(s) => s.unwrap_or(libc::SIGTERM),
-        Err(code) => return code,
-    };
+pub fn run(command: Vec<OsString>, opts: &SupervisorOpts) -> Result<i32, Failure> {
+    let stray_signal = opts.kill_signal.unwrap_or(libc::SIGTERM);
     let kill_timeout = opts.kill_timeout.map(Duration::from_millis);
     // Before any thread exists: the mask is inherited by every thread the runtime starts.
     signals::prepare_process();
     let p1 = pid1::setup(false);
-    let rt = match crate::run::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(supervise(command, p1, stray_signal, kill_timeout))
+    let rt = crate::os::runtime()
+        .map_err(|e| Failure::Internal(format!("pmi: cannot start the runtime: {e}")))?;
+    let is_pid1 = p1.is_pid1;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(supervise(command, p1, stray_signal, kill_timeout))
+    }));
+    match result {
+        Ok(r) => r,
+        Err(_) => {
+            err_line("pmi: internal error: stopping every process before exiting");
+            strays::emergency_stop(is_pid1, kill_timeout.unwrap_or(DEFAULT_KILL_TIMEOUT));
+            Err(Failure::Internal(String::new()))
+        }
+    }
 }
 
 async fn supervise(
@@ -43,15 +48,10 @@ async fn supervise(
     p1: pid1::Pid1,
     stray_signal: i32,
     kill_timeout: Option<Duration>,
-) -> i32 {
+) -> Result<i32, Failure> {
     // Handlers first: a signal that arrives before them is lost as PID 1, fatal otherwise.
-    let mut sigs = match signals::Signals::open() {
-        Ok(s) => s,
-        Err(e) => {
-            err_line(&format!("pmi: cannot register signal handlers: {e}"));
-            return exit::INTERNAL;
-        }
-    };
+    let mut sigs = signals::Signals::open()
+        .map_err(|e| Failure::Internal(format!("pmi: cannot register signal handlers: {e}")))?;
     if !p1.reaps_orphans {
         err_line(
             "pmi: warning: not PID 1 and could not become a subreaper: orphans will not be reaped",
@@ -69,8 +69,9 @@ async fn supervise(
     let child = match spawn(&req) {
         Ok(c) => c.pid,
         Err(e) => {
+            // The command's own exit code (126/127), as a shell would give it.
             err_line(&format!("pmi: {e}"));
-            return e.code;
+            return Ok(e.code);
         }
     };
     let mut status: Option<ExitStatus> = None;
@@ -99,7 +100,7 @@ async fn supervise(
             }
         }
     }
-    let grace = kill_timeout.unwrap_or(DEFAULT_GRACE);
+    let grace = kill_timeout.unwrap_or(DEFAULT_KILL_TIMEOUT);
     strays::terminate(
         &mut sigs,
         stray_signal,
@@ -110,7 +111,7 @@ async fn supervise(
     )
     .await;
     match status {
-        Some(s) => s.shell_code() & 0xff,
-        None => exit::INTERNAL,
+        Some(s) => Ok(s.shell_code() & 0xff),
+        None => Err(Failure::Internal(String::new())),
     }
 }

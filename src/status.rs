@@ -52,6 +52,8 @@ pub struct InstanceStatus {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Status {
+    /// Reserved: pmi produces it only once readiness (`wait_ready`, cluster mode) is supported;
+    /// kept in the schema (and in `/metrics`' state set) so that clients need no change then.
     #[serde(rename = "launching")]
     Launching,
     #[serde(rename = "online")]
@@ -145,7 +147,7 @@ pub fn app_info(spec: &crate::config::AppSpec) -> AppInfo {
         interpreter_args: spec.interpreter_args.clone(),
         cwd: path(&spec.cwd),
         instances: spec.instances,
-        exec_mode: format!("{:?}", spec.exec_mode).to_lowercase(),
+        exec_mode: spec.exec_mode.as_str().to_string(),
         autostart: spec.autostart,
         autorestart: r.autorestart,
         max_restarts: r.max_restarts,

@@ -14,8 +14,8 @@ use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::{sleep_until, Instant};
 
+use crate::api::Trigger;
 use crate::config::WatchSpec;
-use crate::supervisor::Trigger;
 
 /// Changes closer together than this are one burst even with `watch_delay: 0`, so that an editor
 /// saving through a temp file restarts the app once.

@@ -4,6 +4,7 @@
 //! column), then validated into domain types (`spec`), collecting every problem with its location
 //! before failing. An app is never dropped silently.
 
+pub mod checks;
 mod convert;
 mod cron;
 mod diag;
@@ -11,6 +12,7 @@ mod fields;
 mod interp;
 mod js;
 mod json;
+mod listen;
 mod peers;
 mod source;
 pub mod spec;
@@ -24,6 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use listen::{fd_name, parse_text as parse_listen_addr, ListenAddr, MAX_LISTEN};
 pub use spec::*;
 
 /// What the command line adds to loading.
@@ -178,10 +181,7 @@ pub fn convert(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Strin
 pub fn summary(spec: &Spec) -> String {
     let mut s = String::new();
     for a in &spec.apps {
-        let mode = match a.exec_mode {
-            ExecMode::Fork => "fork",
-            ExecMode::Cluster => "cluster",
-        };
+        let mode = a.exec_mode.as_str();
         let cmd: Vec<String> = a.command.iter().map(|w| units::shell_quote(w)).collect();
         s.push_str(&format!(
             "{} [{mode} x{}] {} (in {})\n",

@@ -70,6 +70,20 @@ pub enum ExecMode {
     Cluster,
 }
 
+impl ExecMode {
+    /// The one text of a mode, as `pmi status`, `check` and the snapshot show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecMode::Fork => "fork",
+            ExecMode::Cluster => "cluster",
+        }
+    }
+}
+
+/// Time from the stop signal to SIGKILL when nothing sets `kill_timeout` (pm2's default); also
+/// the grace of leftover processes at exit.
+pub const DEFAULT_KILL_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1600);
+
 /// One app of the file, after defaults and validation.
 #[derive(Debug, Clone, Serialize)]
 pub struct AppSpec {
@@ -150,6 +164,20 @@ pub struct CronSpec {
     pub source: String,
     #[serde(skip)]
     pub schedule: cron::Schedule,
+}
+
+impl CronSpec {
+    /// The next time this cron fires after `now`, in the local time zone (TZ, else UTC).
+    pub fn next_after(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let local = now.with_timezone(&chrono::Local);
+        self.schedule
+            .after(&local)
+            .next()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
 }
 
 /// pm2's `filter_env`: which inherited variables to drop.

@@ -6,19 +6,17 @@
 //! wait `READ_TIMEOUT`, or without limit for requests that wait for processes.
 
 use std::io::{self, IsTerminal};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::proto::{self, FrameError, LogStream, Request, Response, PROTOCOL_VERSION};
+use super::proto::{self, FrameError, Request, Response, Stream, PROTOCOL_VERSION};
 use super::render;
-use super::server::{fallback_socket, DEFAULT_SOCKET};
+use super::socket::{connect_once, socket_path};
+use crate::api::ScaleCount;
 use crate::cli::{Cmd, LogsArgs};
-use crate::exit;
-use crate::run::{err_line, out};
-use crate::supervisor::ops::ScaleCount;
+use crate::exit::{self, Failure};
+use crate::term::{err_line, out};
 
 /// Time to connect and get pmi's hello.
 pub const REACH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,53 +40,14 @@ pub enum ClientError {
     Protocol(String),
 }
 
-impl ClientError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ClientError::Unreachable(_) => exit::UNREACHABLE,
-            _ => exit::FAILURE,
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        let msg = format!("pmi: {e}");
+        match e {
+            ClientError::Unreachable(_) => Failure::Unreachable(msg),
+            _ => Failure::Failed(msg),
         }
     }
-}
-
-/// The socket to use: `--socket`/`PMI_SOCKET`, else the first default that exists: /run/pmi,
-/// then /tmp/pmi-<uid> of this user, then of PID 1's user (pmi in a container, `docker exec` as
-/// another user). When none exists, the first, for the message.
-pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
-    }
-    let mut candidates = vec![
-        PathBuf::from(DEFAULT_SOCKET),
-        fallback_socket(nix::unistd::geteuid().as_raw()),
-    ];
-    if let Ok(m) = std::fs::metadata("/proc/1") {
-        candidates.push(fallback_socket(m.uid()));
-    }
-    candidates
-        .iter()
-        .find(|p| {
-            // Present, or present behind a directory this user may not enter.
-            !matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound)
-        })
-        .cloned()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
-}
-
-/// One non-blocking connect attempt; `EAGAIN` means a full backlog (someone listens).
-pub fn connect_once(path: &Path) -> io::Result<UnixStream> {
-    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )?;
-    let addr = UnixAddr::new(path)?;
-    connect(fd.as_raw_fd(), &addr)?;
-    let s = UnixStream::from(fd);
-    s.set_nonblocking(false)?;
-    Ok(s)
 }
 
 /// Connects within `REACH_TIMEOUT`, mapping failures to exit-code classes.
@@ -209,27 +168,15 @@ pub fn request(path: &Path, req: &Request) -> Result<Response, ClientError> {
     Connection::open(path, req)?.answer(req)
 }
 
-/// Runs a client verb; returns the exit code.
-pub fn run(cmd: Cmd, socket: Option<PathBuf>) -> i32 {
-    let (req, json) = match to_request(cmd) {
-        Ok(r) => r,
-        Err(msg) => {
-            err_line(&format!("pmi: {msg}"));
-            return exit::USAGE;
-        }
-    };
+/// Runs a client verb; returns the exit code of an answer, or why there was none.
+pub fn run(cmd: Cmd, socket: Option<PathBuf>) -> Result<i32, Failure> {
+    let (req, json) = to_request(cmd).map_err(|msg| Failure::Usage(format!("pmi: {msg}")))?;
     let path = socket_path(socket.as_deref());
-    let result = match &req {
-        Request::Logs { follow: true, .. } => follow(&path, &req, json),
-        _ => request(&path, &req).map(|resp| show(&req, resp, json)),
+    let code = match &req {
+        Request::Logs { follow: true, .. } => follow(&path, &req, json)?,
+        _ => show(&req, request(&path, &req)?, json),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            err_line(&format!("pmi: {e}"));
-            e.exit_code()
-        }
-    }
+    Ok(code)
 }
 
 /// The request a verb sends, and whether its output is JSON. Usage errors are `Err`.
@@ -263,8 +210,8 @@ fn to_request(cmd: Cmd) -> Result<(Request, bool), String> {
             out,
         }) => {
             let stream = match (err, out) {
-                (true, _) => Some(LogStream::Err),
-                (_, true) => Some(LogStream::Out),
+                (true, _) => Some(Stream::Err),
+                (_, true) => Some(Stream::Out),
                 _ => None,
             };
             let req = Request::Logs {
@@ -408,11 +355,11 @@ mod tests {
             &Request::Health { ready: false },
         )
         .unwrap_err();
-        assert_eq!(e.exit_code(), exit::UNREACHABLE);
+        assert!(matches!(Failure::from(e), Failure::Unreachable(_)));
         // A socket file nobody listens on.
         let p = dir.path().join("dead.sock");
         drop(std::os::unix::net::UnixListener::bind(&p).unwrap());
         let e = request(&p, &Request::Health { ready: false }).unwrap_err();
-        assert_eq!(e.exit_code(), exit::UNREACHABLE, "{e}");
+        assert!(matches!(Failure::from(e), Failure::Unreachable(_)));
     }
 }

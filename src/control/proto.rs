@@ -13,8 +13,9 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::status::{AppInfo, ExitInfo, Status};
-use crate::supervisor::ops::{Brief, ScaleCount};
+use crate::api::{Brief, ScaleCount};
+pub use crate::logs::{LogLine, Stream};
+pub use crate::report::{AppDescription, InstanceRow, PmiInfo, StatusReport};
 
 /// The wire version; a client and a server of different versions refuse each other clearly.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -65,7 +66,7 @@ pub enum Request {
         lines: usize,
         follow: bool,
         /// `out` or `err` only; both when absent.
-        stream: Option<LogStream>,
+        stream: Option<Stream>,
     },
     /// Exec probe: liveness, or readiness with `ready`.
     Health {
@@ -106,9 +107,9 @@ pub enum Response {
     },
     /// The kept lines, oldest first; with `follow`, `log` frames come next.
     Logs {
-        lines: Vec<LogEntry>,
+        lines: Vec<LogLine>,
     },
-    Log(LogEntry),
+    Log(LogLine),
     Health {
         ok: bool,
         /// Why not, in one line.
@@ -155,87 +156,6 @@ pub enum ErrorKind {
     Failed,
     /// pmi is stopping everything and takes no more requests.
     ShuttingDown,
-}
-
-/// `pmi logs --err` / `--out`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogStream {
-    Out,
-    Err,
-}
-
-impl LogStream {
-    pub fn name(self) -> &'static str {
-        match self {
-            LogStream::Out => "out",
-            LogStream::Err => "err",
-        }
-    }
-}
-
-/// One line of an app's output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogEntry {
-    pub pm_id: u32,
-    pub app: String,
-    pub instance: u32,
-    pub stream: LogStream,
-    pub ts_ms: u64,
-    pub text: String,
-}
-
-/// `pmi status --json` (schema in docs/status-json.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusReport {
-    /// `crate::status::SCHEMA_VERSION`.
-    pub schema: u32,
-    pub pmi: PmiInfo,
-    pub instances: Vec<InstanceRow>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PmiInfo {
-    pub version: String,
-    pub pid: u32,
-    pub started_at: u64,
-    pub uptime_ms: u64,
-    pub apps_file: String,
-    pub shutting_down: bool,
-    pub reaped_orphans: u64,
-    pub forwarded_signals: u64,
-}
-
-/// One instance as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InstanceRow {
-    pub id: u32,
-    pub name: String,
-    pub namespace: String,
-    pub instance: u32,
-    pub pid: Option<u32>,
-    pub status: Status,
-    pub restarts: u32,
-    pub unstable_restarts: u32,
-    /// Time since the current process started; 0 when none runs.
-    pub uptime_ms: u64,
-    pub started_at: Option<u64>,
-    /// CPU of the whole process group; see docs/status-json.md for the window.
-    pub cpu_percent: f64,
-    /// Sum of the RSS of the process group.
-    pub memory_bytes: u64,
-    pub last_exit: Option<ExitInfo>,
-    pub exec_mode: String,
-    pub cron_next: Option<u64>,
-}
-
-/// `pmi describe`: one app and the instances the target selected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AppDescription {
-    /// `None` when the supervisor does not publish app settings.
-    pub app: Option<AppInfo>,
-    pub name: String,
-    pub instances: Vec<InstanceRow>,
 }
 
 /// Why a frame could not be read or written.
@@ -313,7 +233,7 @@ mod tests {
             target: Some("api:1".into()),
             lines: 5,
             follow: true,
-            stream: Some(LogStream::Err),
+            stream: Some(Stream::Err),
         };
         let bytes = encode(&req).unwrap();
         assert_eq!(

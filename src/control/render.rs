@@ -4,9 +4,9 @@
 //! counted in characters, colour codes appear only when the caller says the output is a
 //! terminal, and nothing here can print an environment value (answers carry none).
 
-use super::proto::{AppDescription, InstanceRow, LogEntry, LogStream};
+use super::proto::{AppDescription, InstanceRow, LogLine, Stream};
+use crate::api::Brief;
 use crate::status::{ExitInfo, Status};
-use crate::supervisor::ops::Brief;
 
 const HEADERS: [&str; 9] = [
     "id", "name", "mode", "pid", "uptime", "↺", "status", "cpu", "mem",
@@ -262,13 +262,13 @@ pub fn done(verb: &str, instances: &[Brief]) -> String {
 }
 
 /// One line of `pmi logs`: `app:N | text` (`app:N err | text` for stderr), or JSON.
-pub fn log_line(l: &LogEntry, json: bool) -> String {
+pub fn log_line(l: &LogLine, json: bool) -> String {
     if json {
         return serde_json::to_string(l).map_or_else(|_| String::new(), |s| s + "\n");
     }
     let tag = match l.stream {
-        LogStream::Out => "",
-        LogStream::Err => " err",
+        Stream::Out => "",
+        Stream::Err => " err",
     };
     format!("{}:{}{tag} | {}\n", l.app, l.instance, l.text)
 }
@@ -362,11 +362,11 @@ mod tests {
             done("restarted", &[b]),
             "restarted api:1 (id 3): online, pid 9\n"
         );
-        let l = LogEntry {
+        let l = LogLine {
             pm_id: 0,
             app: "api".into(),
             instance: 0,
-            stream: LogStream::Err,
+            stream: Stream::Err,
             ts_ms: 1,
             text: "boom".into(),
         };

@@ -19,29 +19,23 @@ use tokio::net::UnixStream;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::timeout;
 
+use super::logsrc;
 use super::proto::{
-    self, ErrorKind, ErrorReply, FrameError, LogEntry, LogStream, Request, Response,
-    PROTOCOL_VERSION,
+    self, ErrorKind, ErrorReply, FrameError, LogLine, Request, Response, Stream, PROTOCOL_VERSION,
 };
-use super::sample::{Sampler, Usage};
-use super::view;
-use crate::status::{InstanceStatus, Snapshot};
-use crate::supervisor::ops::{Brief, ControlMsg, Op, Target};
-use crate::supervisor::Handle;
 
-/// The socket when neither `--socket` nor `PMI_SOCKET` names one and /run is writable.
-pub const DEFAULT_SOCKET: &str = "/run/pmi/pmi.sock";
+use super::socket::{connect_once, fallback_socket, DEFAULT_SOCKET};
+use crate::api::{Brief, ControlMsg, Handle, Op, OpError, Target};
+use crate::report::sample::{Sampler, Usage};
+use crate::report::view;
+use crate::status::{InstanceStatus, Snapshot};
+
 /// A client that sends nothing (or half a frame) for this long is dropped.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that does not read its answer for this long is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more get a `busy` error.
 pub const MAX_CONNECTIONS: usize = 64;
-
-/// The fallback socket of user `uid` when /run is not writable.
-pub fn fallback_socket(uid: u32) -> PathBuf {
-    PathBuf::from(format!("/tmp/pmi-{uid}/pmi.sock"))
-}
 
 /// A bound control socket, ready for `serve`.
 #[derive(Debug)]
@@ -186,7 +180,7 @@ fn remove_stale(path: &Path) -> Result<(), BindError> {
             "{shown} exists and is not a socket; not replacing it (choose another path with --socket)"
         )));
     }
-    match super::client::connect_once(path) {
+    match connect_once(path) {
         Ok(_) => Err(BindError::Fatal(format!(
             "another pmi is running: it answers on {shown}; this one runs its apps without a control socket (give it another with --socket)"
         ))),
@@ -457,7 +451,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
             let t = Target::parse(target.as_deref().unwrap_or("all"));
             let sel = match view::resolve(&snap, &t) {
                 Ok(s) => s,
-                Err(e) => return error(ErrorKind::UnknownTarget, e),
+                Err(e) => return Response::Error(op_error(&e)),
             };
             let now = now_ms();
             let u = usage(ctx, &sel, now).await;
@@ -469,12 +463,12 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
             let now = now_ms();
             let sel = match view::resolve(&snap, &t) {
                 Ok(s) => s,
-                Err(e) => return error(ErrorKind::UnknownTarget, e),
+                Err(e) => return Response::Error(op_error(&e)),
             };
             let u = usage(ctx, &sel, now).await;
             match view::describe(&snap, &t, &u, now) {
                 Ok(apps) => Response::Describe { apps },
-                Err(e) => error(ErrorKind::UnknownTarget, e),
+                Err(e) => Response::Error(op_error(&e)),
             }
         }
         Request::Start { target } => targeted(ctx, &target, Op::Start).await,
@@ -498,7 +492,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
             Ok(ids) => Response::Logs {
                 lines: logsrc::tail(&ctx.handle, ids.as_deref(), lines, stream),
             },
-            Err(e) => error(ErrorKind::UnknownTarget, e),
+            Err(e) => Response::Error(op_error(&e)),
         },
         Request::Health { ready } => {
             let snap = snapshot(ctx);
@@ -521,7 +515,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
 async fn targeted(ctx: &Ctx, target: &str, make: impl FnOnce(Target) -> Op) -> Response {
     let t = Target::parse(target);
     if let Err(e) = view::resolve(&snapshot(ctx), &t) {
-        return error(ErrorKind::UnknownTarget, e);
+        return Response::Error(op_error(&e));
     }
     op(ctx, make(t)).await
 }
@@ -535,7 +529,7 @@ async fn op(ctx: &Ctx, op: Op) -> Response {
 }
 
 async fn call(ctx: &Ctx, op: Op) -> Result<Vec<Brief>, ErrorReply> {
-    let gone = || ErrorReply::new(ErrorKind::ShuttingDown, "pmi is exiting");
+    let gone = || op_error(&OpError::Exiting);
     let (tx, rx) = oneshot::channel();
     ctx.handle
         .inbox
@@ -545,17 +539,20 @@ async fn call(ctx: &Ctx, op: Op) -> Result<Vec<Brief>, ErrorReply> {
     match rx.await {
         Err(_) => Err(gone()),
         Ok(Ok(b)) => Ok(b),
-        Ok(Err(msg)) => {
-            let kind = if msg.starts_with("unknown") {
-                ErrorKind::UnknownTarget
-            } else if msg.contains("shutting down") || msg.contains("exiting") {
-                ErrorKind::ShuttingDown
-            } else {
-                ErrorKind::Failed
-            };
-            Err(ErrorReply::new(kind, msg))
-        }
+        Ok(Err(e)) => Err(op_error(&e)),
     }
+}
+
+/// The wire form of a refusal: its kind, from the type, and its text.
+fn op_error(e: &OpError) -> ErrorReply {
+    let kind = match e {
+        OpError::UnknownTarget { .. } | OpError::UnknownApp(_) => ErrorKind::UnknownTarget,
+        OpError::ShuttingDown | OpError::Exiting => ErrorKind::ShuttingDown,
+        OpError::TooManyInstances { .. } | OpError::Removed(_) | OpError::DidNotStart { .. } => {
+            ErrorKind::Failed
+        }
+    };
+    ErrorReply::new(kind, e.to_string())
 }
 
 /// Restarts the target's instances one at a time, each answered before the next starts, so
@@ -563,7 +560,7 @@ async fn call(ctx: &Ctx, op: Op) -> Result<Vec<Brief>, ErrorReply> {
 async fn reload(ctx: &Ctx, target: &str) -> Response {
     let ids: Vec<u32> = match view::resolve(&snapshot(ctx), &Target::parse(target)) {
         Ok(sel) => sel.iter().map(|i| i.id).collect(),
-        Err(e) => return error(ErrorKind::UnknownTarget, e),
+        Err(e) => return Response::Error(op_error(&e)),
     };
     let mut done = Vec::new();
     for id in ids {
@@ -588,7 +585,7 @@ async fn reload(ctx: &Ctx, target: &str) -> Response {
 }
 
 /// The pm_ids a logs target selects (`None`: everything, including instances yet to come).
-fn log_ids(ctx: &Ctx, target: Option<&str>) -> Result<Option<Vec<u32>>, String> {
+fn log_ids(ctx: &Ctx, target: Option<&str>) -> Result<Option<Vec<u32>>, OpError> {
     match target.map(Target::parse) {
         None | Some(Target::All) => Ok(None),
         Some(t) => {
@@ -607,7 +604,7 @@ async fn follow_logs<R, W>(
     wr: &mut W,
     target: Option<String>,
     lines: usize,
-    stream: Option<LogStream>,
+    stream: Option<Stream>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -615,7 +612,7 @@ async fn follow_logs<R, W>(
     let ids = match log_ids(ctx, target.as_deref()) {
         Ok(ids) => ids,
         Err(e) => {
-            let _ = send(wr, &error(ErrorKind::UnknownTarget, e)).await;
+            let _ = send(wr, &Response::Error(op_error(&e))).await;
             return;
         }
     };
@@ -625,7 +622,7 @@ async fn follow_logs<R, W>(
     // Lines both in the history and in the feed are sent once: the feed skips what is older
     // than the last kept line, and the kept lines of that same millisecond.
     let last_ts = history.last().map(|l| l.ts_ms);
-    let same_ms: Vec<LogEntry> = history
+    let same_ms: Vec<LogLine> = history
         .iter()
         .filter(|l| Some(l.ts_ms) == last_ts)
         .cloned()
@@ -648,92 +645,6 @@ async fn follow_logs<R, W>(
             }
             // The client says nothing while following: any read result ends the stream.
             _ = rd.read(&mut probe) => return,
-        }
-    }
-}
-
-/// Adapter to the log pipeline (`LogHub::tail` / `LogHub::subscribe`): the one place that knows
-/// its types.
-mod logsrc {
-    use tokio::sync::broadcast;
-
-    use super::{LogEntry, LogStream};
-    use crate::logs::{LogLine, Stream};
-    use crate::supervisor::Handle;
-
-    pub fn keep(e: &LogEntry, ids: Option<&[u32]>, stream: Option<LogStream>) -> bool {
-        ids.is_none_or(|ids| ids.contains(&e.pm_id)) && stream.is_none_or(|s| s == e.stream)
-    }
-
-    /// The last `lines` lines of the selected instances, oldest first.
-    pub fn tail(
-        h: &Handle,
-        ids: Option<&[u32]>,
-        lines: usize,
-        stream: Option<LogStream>,
-    ) -> Vec<LogEntry> {
-        let all: Vec<LogEntry> = lines_of(h, ids, lines, stream);
-        let mut skip = all.len().saturating_sub(lines);
-        // Keep the newest lines that fit in one frame.
-        let mut room = super::proto::MAX_FRAME - 64;
-        for (i, e) in all.iter().enumerate().skip(skip).rev() {
-            let len = serde_json::to_vec(e).map_or(usize::MAX, |v| v.len() + 1);
-            if len > room {
-                skip = i + 1;
-                break;
-            }
-            room -= len;
-        }
-        all.into_iter().skip(skip).collect()
-    }
-
-    fn lines_of(
-        h: &Handle,
-        ids: Option<&[u32]>,
-        lines: usize,
-        stream: Option<LogStream>,
-    ) -> Vec<LogEntry> {
-        // The pipeline keeps `lines` per stream: with a stream filter, take all it kept.
-        let n = if stream.is_some() { usize::MAX } else { lines };
-        h.logs
-            .tail_where(|id, _| ids.is_none_or(|ids| ids.contains(&id)), n)
-            .into_iter()
-            .map(entry)
-            .filter(|e| stream.is_none_or(|s| s == e.stream))
-            .collect()
-    }
-
-    fn entry(l: LogLine) -> LogEntry {
-        LogEntry {
-            pm_id: l.pm_id,
-            app: l.app,
-            instance: l.instance,
-            stream: match l.stream {
-                Stream::Out => LogStream::Out,
-                Stream::Err => LogStream::Err,
-            },
-            ts_ms: l.ts_ms,
-            text: l.text,
-        }
-    }
-
-    pub struct Feed(broadcast::Receiver<LogLine>);
-
-    pub fn subscribe(h: &Handle) -> Feed {
-        Feed(h.logs.subscribe())
-    }
-
-    impl Feed {
-        /// The next line, `None` once the pipeline is gone. A follower that falls behind skips
-        /// the lines it missed.
-        pub async fn next(&mut self) -> Option<LogEntry> {
-            loop {
-                match self.0.recv().await {
-                    Ok(l) => return Some(entry(l)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
         }
     }
 }

@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::client::{request, ClientError, Connection};
 use super::proto::{self, ErrorKind, Request, Response, MAX_FRAME, PROTOCOL_VERSION};
 use super::server::{bind, serve, MAX_CONNECTIONS};
-use super::view::tests::{inst, snap};
+use crate::api::Handle;
+use crate::api::{Brief, ControlMsg, Op, OpError, Target};
+use crate::report::view::tests::{inst, snap};
 use crate::status::{Snapshot, Status};
-use crate::supervisor::ops::{Brief, ControlMsg, Op, Target};
-use crate::supervisor::Handle;
 
 /// A server on a temp socket, backed by a fake supervisor that records ops and answers them.
 struct Fake {
@@ -48,7 +48,7 @@ fn fake_snapshot() -> Snapshot {
     )
 }
 
-fn reply_to(op: &Op, next_pid: &mut u32) -> Result<Vec<Brief>, String> {
+fn reply_to(op: &Op, next_pid: &mut u32) -> Result<Vec<Brief>, OpError> {
     let brief = |id: u32, pid: Option<u32>, status| Brief {
         id,
         name: "api".into(),
@@ -63,7 +63,7 @@ fn reply_to(op: &Op, next_pid: &mut u32) -> Result<Vec<Brief>, String> {
         }
         Op::Restart(_) | Op::Start(_) => Ok(vec![brief(0, Some(*next_pid), Status::Online)]),
         Op::Stop(_) => Ok(vec![brief(0, None, Status::Stopped)]),
-        Op::Scale { app, .. } if app != "api" => Err(format!("unknown app '{app}'")),
+        Op::Scale { app, .. } if app != "api" => Err(OpError::UnknownApp(app.clone())),
         Op::Scale { .. } | Op::Signal { .. } => Ok(Vec::new()),
     }
 }
@@ -238,7 +238,7 @@ fn mutations_go_to_the_supervisor_and_reload_is_sequential() {
         &f.path,
         &Request::Scale {
             app: "ghost".into(),
-            count: crate::supervisor::ops::ScaleCount::Add(1),
+            count: crate::api::ScaleCount::Add(1),
         },
     )
     .unwrap_err();
@@ -261,7 +261,7 @@ fn mutations_go_to_the_supervisor_and_reload_is_sequential() {
             Op::Restart(Target::Id(1)),
             Op::Scale {
                 app: "ghost".into(),
-                count: crate::supervisor::ops::ScaleCount::Add(1)
+                count: crate::api::ScaleCount::Add(1)
             },
         ]
     );

@@ -40,7 +40,6 @@ mod work;
 mod tests;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -155,12 +154,13 @@ impl LogHub {
         LogHub::with_console(format, out, err)
     }
 
-    /// Writes to the given destinations instead (tests, benchmarks): each gets its own writer
-    /// thread, which ends once the hub and its readers are gone.
-    pub fn with_sinks(
+    /// Writes to the given destinations instead (tests): each gets its own writer thread, which
+    /// ends once the hub and its readers are gone.
+    #[cfg(test)]
+    pub(crate) fn with_sinks(
         format: LogFormat,
-        out: Box<dyn Write + Send>,
-        err: Box<dyn Write + Send>,
+        out: Box<dyn std::io::Write + Send>,
+        err: Box<dyn std::io::Write + Send>,
     ) -> LogHub {
         let out = sink::spawn_console("stdout", out, None);
         let err = sink::spawn_console("stderr", err, None);

@@ -4,9 +4,18 @@
 //! what to do; these functions do it and report the outcome as data.
 
 pub mod cgroup;
+pub mod listen;
+pub mod notify;
 pub mod pid1;
 pub mod proc;
 pub mod reap;
 pub mod signals;
 pub mod spawn;
 pub mod strays;
+
+/// The current-thread runtime both supervising modes run on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}

@@ -4,35 +4,7 @@
 //! no tokio::process), so no exit status is ever stolen. SIGCHLD coalesces: one notification can
 //! stand for many exits, so the loop runs to exhaustion and never trusts `si_pid`.
 
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    Code(i32),
-    Signal(i32),
-}
-
-impl ExitStatus {
-    /// The shell's view: the code, or 128+N for a signal death.
-    pub fn shell_code(self) -> i32 {
-        match self {
-            ExitStatus::Code(c) => c,
-            ExitStatus::Signal(s) => crate::exit::for_signal(s),
-        }
-    }
-
-    pub fn is_success(self) -> bool {
-        self == ExitStatus::Code(0)
-    }
-}
-
-impl std::fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "exit code {c}"),
-            ExitStatus::Signal(s) => write!(f, "signal {}", super::signals::name(*s)),
-        }
-    }
-}
+pub use crate::exit::ExitStatus;
 
 /// What `reap_all` found.
 #[derive(Debug, Default)]

@@ -15,13 +15,8 @@ use super::signals::{kill_group, kill_pid, Signals};
 
 /// How long pmi waits for SIGKILLed processes to be reaped before it exits anyway.
 const AFTER_KILL: Duration = Duration::from_secs(5);
-
-/// What happened to the strays.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StrayReport {
-    /// Processes were still alive when the grace period ended.
-    pub killed: bool,
-}
+/// The same after a bug: shorter, since nothing can be trusted any more.
+const EMERGENCY_AFTER_KILL: Duration = Duration::from_secs(2);
 
 /// Signals every remaining process (`sig`, then SIGKILL after `grace`) and reaps it. As PID 1
 /// that is `kill(-1)`, the whole namespace; as a subreaper only pmi's children and `groups`
@@ -33,8 +28,7 @@ pub async fn terminate(
     is_pid1: bool,
     groups: &[i32],
     mut on_exit: impl FnMut(i32, ExitStatus),
-) -> StrayReport {
-    let mut report = StrayReport::default();
+) {
     let reap = |on_exit: &mut dyn FnMut(i32, ExitStatus)| {
         let r = reap_all();
         for (pid, st) in r.exits {
@@ -43,7 +37,7 @@ pub async fn terminate(
         r.no_children
     };
     if reap(&mut on_exit) {
-        return report;
+        return;
     }
     send_all(sig, is_pid1, groups);
     for (phase_deadline, next_sig) in [
@@ -58,24 +52,40 @@ pub async fn terminate(
                     }
                     // Only SIGCHLD matters now; other signals are dropped during the last step.
                     if reap(&mut on_exit) {
-                        return report;
+                        return;
                     }
                 }
                 _ = sleep_until(phase_deadline) => break,
             }
         }
         if reap(&mut on_exit) {
-            return report;
+            return;
         }
         match next_sig {
-            Some(k) => {
-                report.killed = true;
-                send_all(k, is_pid1, groups);
-            }
+            Some(k) => send_all(k, is_pid1, groups),
             None => break,
         }
     }
-    report
+}
+
+/// Last resort after a bug, with no runtime left: TERM everything, wait up to `grace`, KILL,
+/// reap (bounded by `EMERGENCY_AFTER_KILL`).
+pub fn emergency_stop(is_pid1: bool, grace: Duration) {
+    let reaped_all = || reap_all().no_children;
+    send_all(libc::SIGTERM, is_pid1, &[]);
+    let until = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < until {
+        if reaped_all() {
+            return;
+        }
+        // No runtime is left to wait on: a short poll is the only option here.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send_all(libc::SIGKILL, is_pid1, &[]);
+    let until = std::time::Instant::now() + EMERGENCY_AFTER_KILL;
+    while !reaped_all() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn send_all(sig: i32, is_pid1: bool, groups: &[i32]) {

@@ -4,140 +4,45 @@
 //! trigger) arrives in one `select!`; the pure `policy` decides; this module carries out the
 //! resulting actions through `os` and publishes a `Snapshot` for readers. It sleeps until the next
 //! deadline and never polls. Invariant: an app's failure is an event, never an early return;
-//! nothing in the loop can end it except `Action::Finish`.
+//! nothing in the loop can end it except `Action::Finish`. The supervisor knows none of its
+//! readers: they hold a `Handle` (`crate::api`) and are wired up by `crate::daemon`.
 
 pub mod env;
 pub mod ops;
 pub mod policy;
+pub mod readiness;
+mod snapshot;
+pub mod start_order;
 pub mod state;
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
-use crate::cli::SupervisorOpts;
-use crate::config::{self, LoadOptions, LogFormat, Settings};
+use crate::api::{ControlMsg, Handle, OpError, Trigger};
+use crate::config::{self, LogFormat, Settings, DEFAULT_KILL_TIMEOUT};
 use crate::exit;
 use crate::logs::{LogHub, LogSource};
 use crate::os::reap::reap_all;
 use crate::os::spawn::{spawn, SpawnRequest, Streams};
 use crate::os::{pid1, signals, strays};
-use crate::run::err_line;
-use crate::status::{InstanceStatus, Snapshot, SCHEMA_VERSION};
-use ops::{ControlMsg, Op, Pending, Wait};
+use crate::status::Snapshot;
+use ops::Pending;
 use policy::{Action, Level};
 use state::{InstId, Now, State};
 
 /// Reaping also runs on this slow tick, in case a SIGCHLD notification was ever missed.
 const SAFETY_REAP: Duration = Duration::from_secs(60);
-/// Grace for stray processes at exit when no kill_timeout is configured (pm2's default).
-const DEFAULT_STRAY_GRACE: Duration = Duration::from_millis(1600);
 /// How long pmi waits for the apps' last output before exiting.
 const LOG_DRAIN: Duration = Duration::from_secs(2);
 /// Scheduler turns given to connection tasks before exit, so that final replies are written.
 const REPLY_FLUSH_YIELDS: usize = 16;
 /// Default interval of the `max_memory_restart` check (pm2's worker interval).
 const MEMORY_CHECK: Duration = Duration::from_secs(30);
-
-/// A watcher asks for an app's graceful restart.
-#[derive(Debug, Clone)]
-pub struct Trigger {
-    /// Index of the app in the apps file.
-    pub app: usize,
-    pub reason: String,
-}
-
-/// What readers (control socket, HTTP) get: the snapshot, the inbox, the logs.
-#[derive(Clone)]
-pub struct Handle {
-    pub snapshot: watch::Receiver<Arc<Snapshot>>,
-    pub inbox: mpsc::Sender<ControlMsg>,
-    pub logs: LogHub,
-}
-
-/// Runs the apps of `file` until they are all done or pmi is told to stop. Returns the exit code.
-pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> i32 {
-    let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let kill_signal = match crate::run::kill_signal(&opts) {
-        Ok(s) => s.map(config::Signal),
-        Err(code) => return code,
-    };
-    let load_opts = LoadOptions {
-        env_name: opts.env.clone(),
-        only: opts.only.clone(),
-        kill_signal,
-        kill_timeout: opts.kill_timeout.map(Duration::from_millis),
-        ..LoadOptions::new()
-    };
-    let loaded = match config::load(file, &start_dir, &load_opts) {
-        Ok(l) => l,
-        Err(e) => {
-            for d in &e.diagnostics {
-                err_line(&format!("pmi: error: {d}"));
-            }
-            err_line("pmi: nothing was started; fix the apps file (`pmi check FILE` validates it)");
-            return exit::USAGE;
-        }
-    };
-    for w in &loaded.warnings {
-        err_line(&format!("pmi: warning: {w}"));
-    }
-    let settings = merge_settings(loaded.spec.settings.clone(), &opts, socket);
-    // Before any thread exists (the log writers, tracing's): threads inherit the signal mask.
-    signals::prepare_process();
-    let format = settings.log_format.unwrap_or_default();
-    crate::logs::init_tracing(format, opts.verbose);
-    let p1 = pid1::setup(true);
-    let rt = match crate::run::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let apps: Vec<Arc<config::AppSpec>> = loaded.spec.apps.into_iter().map(Arc::new).collect();
-    let file_name = loaded.spec.file.display().to_string();
-    let is_pid1 = p1.is_pid1;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(async move {
-            Supervisor::new(apps, settings, format, p1, file_name)
-                .run()
-                .await
-        })
-    }));
-    match result {
-        Ok(code) => code,
-        Err(_) => {
-            err_line("pmi: internal error: stopping every process before exiting");
-            emergency_stop(is_pid1);
-            exit::INTERNAL
-        }
-    }
-}
-
-/// Command-line flags win over the file's `pmi:` block.
-fn merge_settings(mut s: Settings, opts: &SupervisorOpts, socket: Option<PathBuf>) -> Settings {
-    if socket.is_some() {
-        s.socket = socket;
-    }
-    if opts.http.is_some() {
-        s.http = opts.http.clone();
-    }
-    if opts.log_format.is_some() {
-        s.log_format = opts.log_format;
-    }
-    if opts.no_auto_exit {
-        s.auto_exit = Some(false);
-    }
-    if let Some(sig) = opts.kill_signal.as_deref().and_then(signals::parse) {
-        s.kill_signal = Some(config::Signal(sig));
-    }
-    if let Some(ms) = opts.kill_timeout {
-        s.kill_timeout = Some(Duration::from_millis(ms));
-    }
-    s
-}
 
 /// An instance's pid file: as written for a single-instance app, with pm2's `-<pm_id>` before the
 /// extension when the app has several instances (they would overwrite one file otherwise).
@@ -154,34 +59,8 @@ fn pid_file(spec: &config::AppSpec, id: InstId) -> Option<PathBuf> {
     Some(pf.with_file_name(name))
 }
 
-/// Last resort after a bug: TERM everything, give it a moment, KILL, reap.
-fn emergency_stop(is_pid1: bool) {
-    let send = |sig| {
-        if is_pid1 {
-            signals::kill_pid(-1, sig);
-        } else {
-            for c in pid1::children() {
-                signals::kill_pid(c, sig);
-            }
-        }
-    };
-    send(libc::SIGTERM);
-    let until = std::time::Instant::now() + DEFAULT_STRAY_GRACE;
-    while std::time::Instant::now() < until {
-        if reap_all().no_children {
-            return;
-        }
-        // No runtime is left to wait on: a short poll is the only option here.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    send(libc::SIGKILL);
-    let until = std::time::Instant::now() + Duration::from_secs(2);
-    while !reap_all().no_children && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Supervisor {
+/// The one owner of all run-time state; `run` consumes it.
+pub struct Supervisor {
     state: State,
     settings: Settings,
     p1: pid1::Pid1,
@@ -196,11 +75,10 @@ struct Supervisor {
     started_at: u64,
     file: String,
     memory_next: Option<Instant>,
-    dirty: bool,
 }
 
 impl Supervisor {
-    fn new(
+    pub fn new(
         apps: Vec<Arc<config::AppSpec>>,
         settings: Settings,
         format: LogFormat,
@@ -228,65 +106,26 @@ impl Supervisor {
             started_at: now.wall_ms(),
             file,
             memory_next: None,
-            dirty: true,
         }
     }
 
-    /// A handle for readers; the trigger sender for watchers.
-    pub fn handle(&self) -> (Handle, mpsc::UnboundedSender<Trigger>) {
-        (
-            Handle {
-                snapshot: self.snapshot_tx.subscribe(),
-                inbox: self.inbox_tx.clone(),
-                logs: self.logs.clone(),
-            },
-            self.trigger_tx.clone(),
-        )
+    /// A handle for readers.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            snapshot: self.snapshot_tx.subscribe(),
+            inbox: self.inbox_tx.clone(),
+            logs: self.logs.clone(),
+        }
     }
 
-    async fn run(mut self) -> i32 {
-        // Handlers before the first spawn: as PID 1 an unhandled signal is lost.
-        let mut sigs = match signals::Signals::open() {
-            Ok(s) => s,
-            Err(e) => {
-                err_line(&format!("pmi: cannot register signal handlers: {e}"));
-                return exit::INTERNAL;
-            }
-        };
-        if !self.p1.reaps_orphans {
-            tracing::warn!(
-                "not PID 1 and could not become a subreaper: orphans will not be reaped"
-            );
-        }
-        let (handle, triggers) = self.handle();
-        if let Some(addr) = &self.settings.http {
-            match crate::http::bind(addr).await {
-                Ok(l) => drop(tokio::spawn(crate::http::serve(l, handle.clone()))),
-                Err(e) => {
-                    err_line(&format!("pmi: {e}; nothing was started"));
-                    return exit::USAGE;
-                }
-            }
-        }
-        let (sock, group) = (
-            self.settings.socket.as_deref(),
-            self.settings.socket_group.as_deref(),
-        );
-        match crate::control::server::bind(sock, group) {
-            Ok(l) => drop(tokio::spawn(crate::control::server::serve(l, handle))),
-            Err(e) => tracing::warn!("control socket: {e}; apps run without it"),
-        }
-        for (i, a) in self.state.apps.iter().enumerate() {
-            if let Some(w) = &a.spec.watch {
-                crate::watch::spawn(
-                    i,
-                    a.spec.name.clone(),
-                    a.spec.cwd.clone(),
-                    w.clone(),
-                    triggers.clone(),
-                );
-            }
-        }
+    /// The sender watchers use to ask for an app's restart.
+    pub fn triggers(&self) -> mpsc::UnboundedSender<Trigger> {
+        self.trigger_tx.clone()
+    }
+
+    /// Runs the apps until they are all done or pmi is told to stop; returns pmi's exit code.
+    /// `sigs` must be open before this is called: it is the first spawn.
+    pub async fn run(mut self, mut sigs: signals::Signals) -> i32 {
         let has_memory_limit = self
             .state
             .apps
@@ -328,28 +167,35 @@ impl Supervisor {
                     tracing::info!("restarting: {}", t.reason);
                     self.state.restart_app(t.app, Now::read())
                 }
-                _ = sleep_until(deadline) => {
-                    let now = Now::read();
-                    let mut a = Vec::new();
-                    if now.mono >= safety {
-                        safety = now.mono + SAFETY_REAP;
-                        a.extend(self.reap());
-                    }
-                    if self.memory_next.is_some_and(|t| t <= now.mono) {
-                        self.memory_next = Some(now.mono + self.memory_interval());
-                        a.extend(self.check_memory(now));
-                    }
-                    a.extend(self.state.on_tick(now));
-                    a
-                }
+                _ = sleep_until(deadline) => self.on_deadline(&mut safety),
             };
-            self.dirty = true;
             finish = self.execute(actions);
             self.answer_pending();
         }
+        self.shut_down(sigs, finish).await
+    }
+
+    /// A deadline passed: the safety reap, the memory check, and the policy's timers.
+    fn on_deadline(&mut self, safety: &mut Instant) -> Vec<Action> {
+        let now = Now::read();
+        let mut a = Vec::new();
+        if now.mono >= *safety {
+            *safety = now.mono + SAFETY_REAP;
+            a.extend(self.reap());
+        }
+        if self.memory_next.is_some_and(|t| t <= now.mono) {
+            self.memory_next = Some(now.mono + self.memory_interval());
+            a.extend(self.check_memory(now));
+        }
+        a.extend(self.state.on_tick(now));
+        a
+    }
+
+    /// After `Action::Finish`: last snapshot, pending replies, strays, logs; then the code.
+    async fn shut_down(mut self, mut sigs: signals::Signals, finish: Option<i32>) -> i32 {
         self.publish();
         for p in self.pending.drain(..) {
-            let _ = p.reply.send(Err("pmi is exiting".into()));
+            let _ = p.reply.send(Err(OpError::Exiting));
         }
         // Let connection tasks write the replies just sent (e.g. to the `pmi stop all` that made
         // pmi exit): each is one non-blocking write once its task runs.
@@ -357,7 +203,7 @@ impl Supervisor {
             tokio::task::yield_now().await;
         }
         let code = finish.unwrap_or(exit::INTERNAL);
-        let grace = self.settings.kill_timeout.unwrap_or(DEFAULT_STRAY_GRACE);
+        let grace = self.settings.kill_timeout.unwrap_or(DEFAULT_KILL_TIMEOUT);
         let state = &mut self.state;
         strays::terminate(
             &mut sigs,
@@ -510,79 +356,8 @@ impl Supervisor {
     }
 
     fn control(&mut self, msg: ControlMsg) -> Vec<Action> {
-        let now = Now::read();
-        let st = &mut self.state;
-        let refuse = |reply: tokio::sync::oneshot::Sender<ops::OpReply>, e: String| {
-            let _ = reply.send(Err(e));
-            Vec::new()
-        };
-        if st.shutting_down {
-            return refuse(msg.reply, "pmi is shutting down".into());
-        }
-        if let Op::Scale { app, count } = &msg.op {
-            let Some(ai) = st.app_index(app) else {
-                return refuse(msg.reply, format!("unknown app '{app}'"));
-            };
-            let current = st.of_app(ai).len() as u32;
-            let n = count.apply(current);
-            if n > config::MAX_INSTANCES {
-                return refuse(
-                    msg.reply,
-                    format!(
-                        "{n} instances is more than pmi allows ({})",
-                        config::MAX_INSTANCES
-                    ),
-                );
-            }
-            let (actions, touched) = st.scale(ai, n, now);
-            let wait = if n >= current {
-                Wait::Running(touched.iter().map(|id| (*id, None)).collect())
-            } else {
-                Wait::Gone(touched)
-            };
-            let ids = st.of_app(ai);
-            self.pending.push(Pending {
-                wait,
-                ids,
-                reply: msg.reply,
-            });
-            return actions;
-        }
-        let target = match &msg.op {
-            Op::Start(t) | Op::Stop(t) | Op::Restart(t) | Op::Signal { target: t, .. } => t,
-            Op::Scale { .. } => return Vec::new(),
-        };
-        let ids = match st.resolve(target) {
-            Ok(ids) => ids,
-            Err(e) => return refuse(msg.reply, e),
-        };
-        let (actions, wait) = match msg.op {
-            // Any running process answers a start, whether it was already running or not.
-            Op::Start(_) => (
-                st.start_ids(&ids, now),
-                Wait::Running(ids.iter().map(|id| (*id, None)).collect()),
-            ),
-            // A restart waits for a pid other than the current one.
-            Op::Restart(_) => {
-                let old = ids
-                    .iter()
-                    .map(|id| (*id, st.get(*id).and_then(|i| i.phase.pid())))
-                    .collect();
-                (st.restart_all(&ids, now), Wait::Running(old))
-            }
-            Op::Stop(_) => (st.stop_ids(&ids, now), Wait::Down(ids.clone())),
-            Op::Signal { sig, .. } => {
-                let briefs = ids.iter().filter_map(|id| st.brief(*id)).collect();
-                let _ = msg.reply.send(Ok(briefs));
-                return st.signal_ids(&ids, sig);
-            }
-            Op::Scale { .. } => return Vec::new(),
-        };
-        self.pending.push(Pending {
-            wait,
-            ids,
-            reply: msg.reply,
-        });
+        let (actions, pending) = ops::accept(&mut self.state, msg, Now::read());
+        self.pending.extend(pending);
         actions
     }
 
@@ -599,63 +374,13 @@ impl Supervisor {
         }
     }
 
+    /// Publishes the state after every event (an idle pmi has no events, so publishes nothing).
     fn publish(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        self.dirty = false;
-        let st = &self.state;
-        let instances = st
-            .instances
-            .iter()
-            .map(|i| {
-                let app = &st.apps[i.app];
-                InstanceStatus {
-                    id: i.id,
-                    name: app.spec.name.clone(),
-                    namespace: app.spec.namespace.clone(),
-                    instance: i.index,
-                    exec_mode: format!("{:?}", app.spec.exec_mode).to_lowercase(),
-                    status: ops::status_of(&i.phase),
-                    pid: i.phase.pid().filter(|p| *p > 0).map(|p| p as u32),
-                    started_at: i.started_wall_ms,
-                    restarts: i.restarts,
-                    unstable_restarts: i.unstable_restarts,
-                    last_exit: i.last_exit.map(|e| crate::status::ExitInfo {
-                        code: match e.status {
-                            crate::os::reap::ExitStatus::Code(c) => Some(c),
-                            _ => None,
-                        },
-                        signal: match e.status {
-                            crate::os::reap::ExitStatus::Signal(s) => Some(signals::name(s)),
-                            _ => None,
-                        },
-                        at: e.wall_ms,
-                    }),
-                    cron_next: app
-                        .cron_next
-                        .filter(|_| !app.cron_suspended)
-                        .map(|t| t.timestamp_millis().max(0) as u64),
-                    env_keys: app.spec.env.keys().cloned().collect(),
-                }
-            })
-            .collect();
-        let snap = Snapshot {
-            schema: SCHEMA_VERSION,
-            pmi_version: env!("CARGO_PKG_VERSION").to_string(),
-            pid: std::process::id(),
+        let header = snapshot::Header {
             started_at: self.started_at,
-            apps_file: self.file.clone(),
-            shutting_down: st.shutting_down,
-            reaped_orphans: st.reaped_orphans,
-            forwarded_signals: st.forwarded_signals,
-            instances,
-            apps: st
-                .apps
-                .iter()
-                .map(|a| crate::status::app_info(&a.spec))
-                .collect(),
+            apps_file: &self.file,
         };
+        let snap = snapshot::build(&self.state, &header);
         self.snapshot_tx.send_replace(Arc::new(snap));
     }
 }

@@ -3,106 +3,14 @@
 //! Invariant: a reply is sent only once the change has taken effect (a restart is answered when
 //! the new process runs, a stop when the process is gone), or when it can no longer happen.
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::policy::Action;
+use super::state::Now;
 use super::state::{InstId, Phase, State};
+use crate::api::{Brief, ControlMsg, Named, Op, OpError, OpReply, ScaleCount, Target};
+use crate::config::MAX_INSTANCES;
 use crate::status::Status;
-
-/// What a verb acts on: `all`, an app name or namespace, `name:N`, or a pm_id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    All,
-    Name(String),
-    Instance(String, u32),
-    Id(u32),
-}
-
-impl Target {
-    pub fn parse(s: &str) -> Target {
-        if s == "all" {
-            return Target::All;
-        }
-        if let Ok(id) = s.parse::<u32>() {
-            return Target::Id(id);
-        }
-        if let Some((name, n)) = s.rsplit_once(':') {
-            if let Ok(n) = n.parse::<u32>() {
-                return Target::Instance(name.to_string(), n);
-            }
-        }
-        Target::Name(s.to_string())
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::All => write!(f, "all"),
-            Target::Name(n) => write!(f, "{n}"),
-            Target::Instance(n, i) => write!(f, "{n}:{i}"),
-            Target::Id(id) => write!(f, "{id}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScaleCount {
-    Set(u32),
-    Add(u32),
-    Sub(u32),
-}
-
-impl ScaleCount {
-    pub fn parse(s: &str) -> Option<ScaleCount> {
-        if let Some(n) = s.strip_prefix('+') {
-            return n.parse().ok().map(ScaleCount::Add);
-        }
-        if let Some(n) = s.strip_prefix('-') {
-            return n.parse().ok().map(ScaleCount::Sub);
-        }
-        s.parse().ok().map(ScaleCount::Set)
-    }
-
-    pub fn apply(self, current: u32) -> u32 {
-        match self {
-            ScaleCount::Set(n) => n,
-            ScaleCount::Add(n) => current.saturating_add(n),
-            ScaleCount::Sub(n) => current.saturating_sub(n),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    Start(Target),
-    Stop(Target),
-    Restart(Target),
-    Scale { app: String, count: ScaleCount },
-    Signal { sig: i32, target: Target },
-}
-
-/// One instance as a reply reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Brief {
-    pub id: u32,
-    pub name: String,
-    pub instance: u32,
-    pub pid: Option<u32>,
-    pub status: Status,
-}
-
-pub type OpReply = Result<Vec<Brief>, String>;
-
-/// A request with its reply channel, as it travels to the supervisor.
-#[derive(Debug)]
-pub struct ControlMsg {
-    pub op: Op,
-    pub reply: oneshot::Sender<OpReply>,
-}
 
 /// What an accepted request waits for before it is answered.
 #[derive(Debug)]
@@ -123,36 +31,20 @@ pub(crate) struct Pending {
 }
 
 impl State {
-    /// The instances a target names; an unknown target lists what is known.
-    pub fn resolve(&self, t: &Target) -> Result<Vec<InstId>, String> {
-        let ids: Vec<InstId> = self
-            .instances
-            .iter()
-            .filter(|i| {
-                let spec = &self.apps[i.app].spec;
-                match t {
-                    Target::All => true,
-                    Target::Name(n) => &spec.name == n || &spec.namespace == n,
-                    Target::Instance(n, k) => &spec.name == n && i.index == *k,
-                    Target::Id(id) => i.id == *id,
-                }
-            })
-            .map(|i| i.id)
-            .collect();
-        if ids.is_empty() {
-            // An app scaled to zero is still a known name.
-            if let Target::Name(n) = t {
-                if self.app_index(n).is_some() {
-                    return Ok(ids);
-                }
-            }
-            let names: Vec<&str> = self.apps.iter().map(|a| a.spec.name.as_str()).collect();
-            return Err(format!(
-                "unknown target '{t}'; known apps: {} (or all, NAME:N, or a numeric id)",
-                names.join(", ")
-            ));
-        }
-        Ok(ids)
+    /// The instances a target names, by the one rule of `Target::select`.
+    pub fn resolve(&self, t: &Target) -> Result<Vec<InstId>, OpError> {
+        let items = self.instances.iter().map(|i| {
+            let spec = &self.apps[i.app].spec;
+            let n = Named {
+                name: &spec.name,
+                namespace: &spec.namespace,
+                index: i.index,
+                id: i.id,
+            };
+            (i.id, n)
+        });
+        let known: Vec<&str> = self.apps.iter().map(|a| a.spec.name.as_str()).collect();
+        t.select(items, &known)
     }
 
     pub fn brief(&self, id: InstId) -> Option<Brief> {
@@ -173,7 +65,7 @@ impl State {
             Wait::Running(list) => {
                 for (id, old) in list {
                     let Some(i) = self.get(*id) else {
-                        return Some(Err(format!("instance {id} was removed")));
+                        return Some(Err(OpError::Removed(*id)));
                     };
                     match &i.phase {
                         Phase::Running { pid, .. } if Some(*pid) != *old => {}
@@ -182,12 +74,11 @@ impl State {
                                 .last_exit
                                 .map(|e| format!(" (last exit: {})", e.status))
                                 .unwrap_or_default();
-                            return Some(Err(format!(
-                                "{}:{} did not start: {}{why}",
-                                self.apps[i.app].spec.name,
-                                i.index,
-                                status_of(&i.phase).as_str()
-                            )));
+                            return Some(Err(OpError::DidNotStart {
+                                name: self.apps[i.app].spec.name.clone(),
+                                index: i.index,
+                                why: format!("{}{why}", status_of(&i.phase).as_str()),
+                            }));
                         }
                         _ => return None,
                     }
@@ -215,4 +106,86 @@ pub fn status_of(p: &Phase) -> Status {
         Phase::WaitingRestart { .. } => Status::WaitingRestart,
         Phase::Errored => Status::Errored,
     }
+}
+
+/// What a targeted op does to the instances it names.
+enum Verb {
+    Start,
+    Stop,
+    Restart,
+    Signal(i32),
+}
+
+/// Accepts one control request: the actions it needs, and the wait after which it is answered
+/// (`None`: answered or refused already).
+pub(crate) fn accept(st: &mut State, msg: ControlMsg, now: Now) -> (Vec<Action>, Option<Pending>) {
+    let reply = msg.reply;
+    if st.shutting_down {
+        return refuse(reply, OpError::ShuttingDown);
+    }
+    let (target, verb) = match msg.op {
+        Op::Scale { app, count } => return scale(st, &app, count, reply, now),
+        Op::Start(t) => (t, Verb::Start),
+        Op::Stop(t) => (t, Verb::Stop),
+        Op::Restart(t) => (t, Verb::Restart),
+        Op::Signal { sig, target } => (target, Verb::Signal(sig)),
+    };
+    let ids = match st.resolve(&target) {
+        Ok(ids) => ids,
+        Err(e) => return refuse(reply, e),
+    };
+    let (actions, wait) = match verb {
+        // Any running process answers a start, whether it was already running or not.
+        Verb::Start => (
+            st.start_ids(&ids, now),
+            Wait::Running(ids.iter().map(|id| (*id, None)).collect()),
+        ),
+        // A restart waits for a pid other than the current one.
+        Verb::Restart => {
+            let old = ids
+                .iter()
+                .map(|id| (*id, st.get(*id).and_then(|i| i.phase.pid())))
+                .collect();
+            (st.restart_all(&ids, now), Wait::Running(old))
+        }
+        Verb::Stop => (st.stop_ids(&ids, now), Wait::Down(ids.clone())),
+        Verb::Signal(sig) => {
+            let briefs = ids.iter().filter_map(|id| st.brief(*id)).collect();
+            let _ = reply.send(Ok(briefs));
+            return (st.signal_ids(&ids, sig), None);
+        }
+    };
+    (actions, Some(Pending { wait, ids, reply }))
+}
+
+fn refuse(reply: oneshot::Sender<OpReply>, e: OpError) -> (Vec<Action>, Option<Pending>) {
+    let _ = reply.send(Err(e));
+    (Vec::new(), None)
+}
+
+/// `pmi scale`: answered once the new instances run, or the removed ones are gone.
+fn scale(
+    st: &mut State,
+    app: &str,
+    count: ScaleCount,
+    reply: oneshot::Sender<OpReply>,
+    now: Now,
+) -> (Vec<Action>, Option<Pending>) {
+    let Some(ai) = st.app_index(app) else {
+        return refuse(reply, OpError::UnknownApp(app.to_string()));
+    };
+    let current = st.of_app(ai).len() as u32;
+    let n = count.apply(current);
+    if n > MAX_INSTANCES {
+        let max = MAX_INSTANCES;
+        return refuse(reply, OpError::TooManyInstances { n, max });
+    }
+    let (actions, touched) = st.scale(ai, n, now);
+    let wait = if n >= current {
+        Wait::Running(touched.iter().map(|id| (*id, None)).collect())
+    } else {
+        Wait::Gone(touched)
+    };
+    let ids = st.of_app(ai);
+    (actions, Some(Pending { wait, ids, reply }))
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::config::AppSpec;
-use crate::os::reap::ExitStatus;
+use crate::exit::ExitStatus;
 
 /// An instance's pm_id: unique for the life of the supervisor.
 pub type InstId = u32;
@@ -176,7 +176,7 @@ impl State {
             let cron_next = spec
                 .cron_restart
                 .as_ref()
-                .and_then(|c| super::policy::next_cron(c, now));
+                .and_then(|c| c.next_after(now.wall));
             for index in 0..spec.instances {
                 st.add_instance(i, index);
             }

@@ -6,48 +6,28 @@
 
 use std::collections::HashMap;
 
-use super::proto::{AppDescription, InstanceRow, PmiInfo, StatusReport};
 use super::sample::Usage;
+use super::{AppDescription, InstanceRow, PmiInfo, StatusReport};
+use crate::api::{Named, OpError, Target};
 use crate::status::{InstanceStatus, Snapshot, Status};
-use crate::supervisor::ops::Target;
 
-/// The instances a target names, in snapshot order. An app scaled to zero resolves to nothing;
-/// an unknown target is an error that lists the known apps.
-pub fn resolve<'a>(snap: &'a Snapshot, target: &Target) -> Result<Vec<&'a InstanceStatus>, String> {
-    let found: Vec<&InstanceStatus> = snap
-        .instances
-        .iter()
-        .filter(|i| match target {
-            Target::All => true,
-            Target::Name(n) => &i.name == n || &i.namespace == n,
-            Target::Instance(n, k) => &i.name == n && i.instance == *k,
-            Target::Id(id) => i.id == *id,
-        })
-        .collect();
-    let known = known_apps(snap);
-    let scaled_to_zero = matches!(target, Target::Name(n) if known.contains(&n.as_str()));
-    if found.is_empty() && !scaled_to_zero && *target != Target::All {
-        return Err(format!(
-            "unknown target '{}'; known apps: {} (or all, NAME:N, or a numeric id)",
-            display_target(target),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        ));
-    }
-    Ok(found)
-}
-
-/// The target as the user wrote it.
-pub fn display_target(t: &Target) -> String {
-    match t {
-        Target::All => "all".into(),
-        Target::Name(n) => n.clone(),
-        Target::Instance(n, k) => format!("{n}:{k}"),
-        Target::Id(id) => id.to_string(),
-    }
+/// The instances a target names, in snapshot order, by the supervisor's rule
+/// (`Target::select`): `all` and an app scaled to zero may name nothing; an unknown target is
+/// an error that lists the known apps.
+pub fn resolve<'a>(
+    snap: &'a Snapshot,
+    target: &Target,
+) -> Result<Vec<&'a InstanceStatus>, OpError> {
+    let items = snap.instances.iter().map(|i| {
+        let n = Named {
+            name: &i.name,
+            namespace: &i.namespace,
+            index: i.instance,
+            id: i.id,
+        };
+        (i, n)
+    });
+    target.select(items, &known_apps(snap))
 }
 
 /// App names, in file order, without repeats.
@@ -126,7 +106,7 @@ pub fn describe(
     target: &Target,
     usage: &HashMap<i32, Usage>,
     now_ms: u64,
-) -> Result<Vec<AppDescription>, String> {
+) -> Result<Vec<AppDescription>, OpError> {
     let selected = resolve(snap, target)?;
     let mut names: Vec<&str> = Vec::new();
     for n in known_apps(snap) {
@@ -271,7 +251,7 @@ pub(crate) mod tests {
         assert_eq!(ids("2"), [2]);
         assert_eq!(ids("default"), [0, 1, 2]);
         assert!(ids("idle").is_empty());
-        let e = resolve(&s, &Target::parse("nope")).unwrap_err();
+        let e = resolve(&s, &Target::parse("nope")).unwrap_err().to_string();
         assert!(
             e.contains("'nope'") && e.contains("api, worker, idle"),
             "{e}"

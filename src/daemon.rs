@@ -1,0 +1,158 @@
+//! Apps-file mode, wired in one room: load the file, merge the flags once, PID-1 set-up, build
+//! the supervisor, bind HTTP and the control socket, start the watchers, run, and the emergency
+//! stop after a bug.
+//!
+//! Invariant: this is the only module that knows both the supervisor and its readers (control
+//! socket, HTTP, watchers); they meet only through `api::Handle` and `api::Trigger`. A panic
+//! anywhere below still stops every process pmi started before pmi exits 70.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::SupervisorOpts;
+use crate::config::{self, LoadOptions, LogFormat, Settings, DEFAULT_KILL_TIMEOUT};
+use crate::exit::Failure;
+use crate::os::{pid1, signals, strays};
+use crate::supervisor::Supervisor;
+use crate::term::err_line;
+
+/// Runs the apps of `file` until they are all done or pmi is told to stop. Returns the exit code.
+pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> Result<i32, Failure> {
+    let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let load_opts = LoadOptions {
+        env_name: opts.env.clone(),
+        only: opts.only.clone(),
+        kill_signal: opts.kill_signal.map(config::Signal),
+        kill_timeout: opts.kill_timeout.map(Duration::from_millis),
+        ..LoadOptions::new()
+    };
+    let loaded = config::load(file, &start_dir, &load_opts).map_err(|e| {
+        let mut lines: Vec<String> = e
+            .diagnostics
+            .iter()
+            .map(|d| format!("pmi: error: {d}"))
+            .collect();
+        lines.push(
+            "pmi: nothing was started; fix the apps file (`pmi check FILE` validates it)".into(),
+        );
+        Failure::Usage(lines.join("\n"))
+    })?;
+    for w in &loaded.warnings {
+        err_line(&format!("pmi: warning: {w}"));
+    }
+    let settings = merge_settings(loaded.spec.settings.clone(), &opts, socket);
+    // Before any thread exists (the log writers, tracing's): threads inherit the signal mask.
+    signals::prepare_process();
+    let format = settings.log_format.unwrap_or_default();
+    crate::logs::init_tracing(format, opts.verbose);
+    let p1 = pid1::setup(true);
+    let rt = crate::os::runtime()
+        .map_err(|e| Failure::Internal(format!("pmi: cannot start the runtime: {e}")))?;
+    let apps: Vec<Arc<config::AppSpec>> = loaded.spec.apps.into_iter().map(Arc::new).collect();
+    let file_name = loaded.spec.file.display().to_string();
+    let is_pid1 = p1.is_pid1;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(serve(apps, settings, format, p1, file_name))
+    }));
+    match result {
+        Ok(r) => r,
+        Err(_) => {
+            err_line("pmi: internal error: stopping every process before exiting");
+            strays::emergency_stop(is_pid1, DEFAULT_KILL_TIMEOUT);
+            Err(Failure::Internal(String::new()))
+        }
+    }
+}
+
+/// Command-line flags win over the file's `pmi:` block.
+fn merge_settings(mut s: Settings, opts: &SupervisorOpts, socket: Option<PathBuf>) -> Settings {
+    if socket.is_some() {
+        s.socket = socket;
+    }
+    if opts.http.is_some() {
+        s.http = opts.http.clone();
+    }
+    if opts.log_format.is_some() {
+        s.log_format = opts.log_format;
+    }
+    if opts.no_auto_exit {
+        s.auto_exit = Some(false);
+    }
+    if let Some(sig) = opts.kill_signal {
+        s.kill_signal = Some(config::Signal(sig));
+    }
+    if let Some(ms) = opts.kill_timeout {
+        s.kill_timeout = Some(Duration::from_millis(ms));
+    }
+    s
+}
+
+/// Signals, the supervisor, its readers and watchers; then the loop until pmi exits.
+async fn serve(
+    apps: Vec<Arc<config::AppSpec>>,
+    settings: Settings,
+    format: LogFormat,
+    p1: pid1::Pid1,
+    file_name: String,
+) -> Result<i32, Failure> {
+    // Handlers before the first spawn: as PID 1 an unhandled signal is lost.
+    let sigs = signals::Signals::open()
+        .map_err(|e| Failure::Internal(format!("pmi: cannot register signal handlers: {e}")))?;
+    if !p1.reaps_orphans {
+        tracing::warn!("not PID 1 and could not become a subreaper: orphans will not be reaped");
+    }
+    let watched: Vec<(usize, Arc<config::AppSpec>)> = apps
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.watch.is_some())
+        .map(|(i, a)| (i, a.clone()))
+        .collect();
+    let sup = Supervisor::new(apps, settings.clone(), format, p1, file_name);
+    let handle = sup.handle();
+    if let Some(addr) = &settings.http {
+        let l = crate::http::bind(addr)
+            .await
+            .map_err(|e| Failure::Usage(format!("pmi: {e}; nothing was started")))?;
+        drop(tokio::spawn(crate::http::serve(l, handle.clone())));
+    }
+    let (sock, group) = (settings.socket.as_deref(), settings.socket_group.as_deref());
+    match crate::control::server::bind(sock, group) {
+        Ok(l) => drop(tokio::spawn(crate::control::server::serve(l, handle))),
+        Err(e) => tracing::warn!("control socket: {e}; apps run without it"),
+    }
+    let triggers = sup.triggers();
+    for (i, a) in watched {
+        if let Some(w) = &a.watch {
+            let (name, cwd) = (a.name.clone(), a.cwd.clone());
+            crate::watch::spawn(i, name, cwd, w.clone(), triggers.clone());
+        }
+    }
+    Ok(sup.run(sigs).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = Settings {
+            http: Some("127.0.0.1:1".into()),
+            kill_timeout: Some(Duration::from_millis(5)),
+            ..Settings::default()
+        };
+        let opts = SupervisorOpts {
+            http: Some("127.0.0.1:2".into()),
+            kill_signal: Some(libc::SIGINT),
+            no_auto_exit: true,
+            ..SupervisorOpts::default()
+        };
+        let s = merge_settings(file, &opts, Some("/tmp/x.sock".into()));
+        assert_eq!(s.http.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(s.kill_signal, Some(config::Signal(libc::SIGINT)));
+        assert_eq!(s.kill_timeout, Some(Duration::from_millis(5)));
+        assert_eq!(s.auto_exit, Some(false));
+        assert_eq!(s.socket, Some(PathBuf::from("/tmp/x.sock")));
+    }
+}
