@@ -10,24 +10,14 @@
 //! The project, its container and the image are removed on drop, even when the test fails.
 
 mod common;
+mod support_ctr;
 
 use common::{secs, wait_until};
+use support_ctr::{repo, scratch_context, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
@@ -81,18 +71,8 @@ impl Project {
     }
 
     fn build(&self, dir: &Path) {
-        let pmi = std::env::var_os("PMI_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-musl/release/pmi"));
         let ctx = dir.join("ctx");
-        let o = Command::new("sh")
-            .arg(repo().join("docker/scratch-context.sh"))
-            .arg(&ctx)
-            .arg(repo().join("docker/example/apps.yaml"))
-            .env("PMI_BIN", &pmi)
-            .output()
-            .expect("scratch-context.sh");
-        assert!(o.status.success(), "scratch-context.sh: {}", text(&o));
+        scratch_context(&ctx);
         let o = run(
             "docker",
             &["build", "-q", "-t", &self.image, ctx.to_str().unwrap()],

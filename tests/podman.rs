@@ -20,8 +20,10 @@
 //! and timeout), then `--down` removes the pod. Every pod, image and file is removed on drop.
 
 mod common;
+mod support_ctr;
 
 use common::{secs, wait_until};
+use support_ctr::{repo, scratch_context, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -33,18 +35,6 @@ use serde_yaml::Value;
 
 /// Both tests bind the manifests' host ports (podman 4.3 publishes containerPorts): one at a time.
 static PODS: Mutex<()> = Mutex::new(());
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Podman with this test's containers.conf: `default_ulimits` within this machine's hard limits
 /// (podman's defaults are above what this sandbox allows, and runc then fails with EPERM).
@@ -233,17 +223,7 @@ impl<'a> Played<'a> {
 
     fn build_image(&self, dir: &Path) {
         let ctx = dir.join("ctx");
-        let pmi = std::env::var_os("PMI_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-musl/release/pmi"));
-        let o = Command::new("sh")
-            .arg(repo().join("docker/scratch-context.sh"))
-            .arg(&ctx)
-            .arg(repo().join("docker/example/apps.yaml"))
-            .env("PMI_BIN", &pmi)
-            .output()
-            .expect("scratch-context.sh");
-        assert!(o.status.success(), "scratch-context.sh: {}", text(&o));
+        scratch_context(&ctx);
         self.podman
             .ok(&["build", "-q", "-t", &self.image, ctx.to_str().unwrap()]);
     }
