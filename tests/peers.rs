@@ -192,3 +192,23 @@ fn pmi_runs_a_procfile_with_foremans_ports() {
     pmi.send(libc::SIGTERM);
     assert_eq!(pmi.wait_exit(secs(20.0)), 0, "{}", pmi.stderr());
 }
+
+#[test]
+fn hostile_peer_files_get_errors_not_crashes() {
+    let sb = Sandbox::new();
+    // Far over the budget: refused without reading it all.
+    let big = sb.write("Procfile", &"web: x\n".repeat(700_000));
+    let ran = sb.run_pmi([std::ffi::OsStr::new("convert"), big.as_os_str()]);
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("larger than"), "{}", ran.stderr);
+    // Not UTF-8, unbalanced INI, YAML that is not a map: located errors, exit 2.
+    let bin = sb.path("bin.conf");
+    std::fs::write(&bin, b"[program:a]\ncommand=\xff\xfe\n").unwrap();
+    let ini = sb.write("broken.conf", "[program:a\ncommand=x\n");
+    let pc = sb.write("process-compose.yaml", "- just\n- a list\n");
+    for f in [&bin, &ini, &pc] {
+        let ran = sb.run_pmi([std::ffi::OsStr::new("convert"), f.as_os_str()]);
+        assert_eq!(ran.code, 2, "{}: {}", f.display(), ran.stderr);
+        assert!(ran.stderr.contains("error:"), "{}", ran.stderr);
+    }
+}

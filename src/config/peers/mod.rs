@@ -58,7 +58,16 @@ pub struct Converted {
 /// Reads `path` (relative to `base_dir`) as `peer` and converts it.
 pub fn convert(path: &Path, base_dir: &Path, peer: Peer) -> Result<Converted, ConfigError> {
     let mut d = Diags::new(path);
-    let text = match std::fs::read(base_dir.join(path)) {
+    let text = match read_bounded(&base_dir.join(path)) {
+        Ok(b) if b.len() as u64 > MAX_FILE_BYTES => {
+            d.error(
+                Pos::default(),
+                None,
+                None,
+                format!("the file is larger than {MAX_FILE_BYTES} bytes; a peer's config is a few KiB: is this the right file?"),
+            );
+            return Err(d.into_error());
+        }
         Ok(b) => match String::from_utf8(b) {
             Ok(t) => t,
             Err(_) => {
@@ -77,6 +86,19 @@ pub fn convert(path: &Path, base_dir: &Path, peer: Peer) -> Result<Converted, Co
         }
     };
     convert_text(path, &text, peer)
+}
+
+/// A budget for hostile input: hand-written peer configs are a few KiB.
+const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads at most one byte past the budget, so a huge file (or /dev/zero) costs nothing.
+fn read_bounded(p: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(p)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Converts the text of a peer file (`path` names it in diagnostics and the header).
