@@ -83,6 +83,11 @@ pub fn convert(text: &str, d: &mut Diags) -> Vec<AppOut> {
         let mut app = AppOut::new(name);
         app.shell_command(command);
         app.env("PORT", &port.to_string());
+        if name == "release" {
+            // Heroku's release phase: a one-off job (migrations) per deploy, not a service.
+            app.set("autorestart", false);
+            d.warn(pos, Some(name), None, "Heroku runs `release` once per deploy: pmi runs it once at start (autorestart: false); to hold the others until it succeeds, give them `depends_on: [{app: release, condition: completed}]`");
+        }
         apps.push(app);
     }
     apps
@@ -134,6 +139,26 @@ mod tests {
         assert!(
             all.contains("Procfile:5:1: 'bad name' is not a process name"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn the_release_process_runs_once() {
+        let c = convert_text(
+            Path::new("Procfile"),
+            "web: ./web\nrelease: ./migrate\n",
+            Peer::Procfile,
+        )
+        .unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&c.yaml).unwrap();
+        assert_eq!(v["apps"][1]["autorestart"], false);
+        assert!(v["apps"][0].get("autorestart").is_none());
+        assert!(
+            c.warnings[0]
+                .to_string()
+                .starts_with("Procfile:2:1: app 'release'"),
+            "{}",
+            c.warnings[0]
         );
     }
 
