@@ -208,18 +208,7 @@ impl State {
                         r.step = None;
                         continue;
                     }
-                    Some(Err(why)) => {
-                        let (name, index) = self.label_of(step.old);
-                        r.queue.clear();
-                        let done = std::mem::take(&mut r.done);
-                        let f = ReloadFailure {
-                            name,
-                            index,
-                            why,
-                            done,
-                        };
-                        return Progress::Finished(Err(f));
-                    }
+                    Some(Err(why)) => return self.failed(r, step.old, why),
                 }
             }
             if step.retiring {
@@ -240,19 +229,26 @@ impl State {
                     });
                 }
                 Some(Err(why)) => {
-                    let (name, index) = self.label_of(step.new);
+                    // Named before it is removed.
+                    let end = self.failed(r, step.new, why);
                     self.retire(step.new, now, out);
-                    r.step = None;
-                    r.queue.clear();
-                    return Progress::Finished(Err(ReloadFailure {
-                        name,
-                        index,
-                        why,
-                        done: std::mem::take(&mut r.done),
-                    }));
+                    return end;
                 }
             }
         }
+    }
+
+    /// The reload ends at instance `at` with `why`; the rest of its queue is dropped.
+    fn failed(&self, r: &mut Reload, at: InstId, why: String) -> Progress {
+        let (name, index) = self.label_of(at);
+        r.step = None;
+        r.queue.clear();
+        Progress::Finished(Err(ReloadFailure {
+            name,
+            index,
+            why,
+            done: std::mem::take(&mut r.done),
+        }))
     }
 
     fn start_replacement(&mut self, old: InstId, now: Now, out: &mut Vec<Action>) -> Step {
