@@ -362,3 +362,7 @@ fn bind_error(spec: &AppSpec, e: &listen::BindError) -> String {
         None => format!("app '{}' field 'listen': {msg}", spec.name),
     }
 }
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;

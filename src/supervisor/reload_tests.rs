@@ -253,3 +253,23 @@ fn one_instance_without_a_shared_socket_is_reloaded_in_place() {
     w.run(a);
     assert_eq!(w.st.reload_outcome(r), Some(&Ok(vec![0])));
 }
+
+#[test]
+fn memory_and_watch_restarts_of_several_instances_are_reloads() {
+    // The memory limit: one instance, replaced beside the others.
+    let mut w = World::new(two(false));
+    let a = w.st.restart_instances(&[1], w.now);
+    w.run(a);
+    assert_eq!(w.kills, [102]);
+    assert!(w.table().contains(&(2, 1, Some(103))), "{:?}", w.table());
+    // A watched file: every running instance, one at a time.
+    let mut w = World::new(two(false));
+    let a = w.st.restart_app(0, w.now);
+    w.run(a);
+    assert_eq!(
+        w.kills,
+        [101],
+        "the first old one only, once its replacement runs"
+    );
+    assert!(w.table().contains(&(2, 0, Some(103))), "{:?}", w.table());
+}
