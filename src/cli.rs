@@ -52,8 +52,22 @@ pub enum Cmd {
     Stop { target: String },
     /// Restart instances; returns once the new processes run.
     Restart { target: String },
-    /// Restart instances one at a time, so that some always serve.
+    /// Restart instances one at a time, so that some always serve (`reload FILE`: apply).
     Reload { target: String },
+    /// Make the running apps match the (changed) apps file, or FILE.
+    Apply {
+        /// A new apps file (relative to this directory); default: the one pmi runs.
+        file: Option<PathBuf>,
+        /// List the changes, make none.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON (schema in docs/apply.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// pm2's habit: `startOrReload apps.yaml` is `apply apps.yaml`; an app name is a reload.
+    #[command(name = "startOrReload", alias = "startorreload", hide = true)]
+    StartOrReload { target: String },
     /// Set an app's instance count: N, +N or -N.
     Scale {
         app: String,
@@ -169,7 +183,8 @@ fn parse_signal(s: &str) -> Result<i32, String> {
 
 const VERBS: &[&str] = &[
     "run", "check", "convert", "status", "ls", "list", "describe", "start", "stop", "restart",
-    "reload", "scale", "signal", "logs", "health", "version", "help",
+    "reload", "scale", "signal", "logs", "health", "version", "help", "apply", "startOrReload",
+    "startorreload",
 ];
 
 /// Puts the implicit `run` verb in front of `pmi FILE` and `pmi -- CMD`.

@@ -7,6 +7,8 @@
 //! nothing in the loop can end it except `Action::Finish`. The supervisor knows none of its
 //! readers: they hold a `Handle` (`crate::api`) and are wired up by `crate::daemon`.
 
+pub mod apply;
+pub mod diff;
 pub mod env;
 pub mod ops;
 pub mod policy;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
-use crate::api::{ControlMsg, Handle, OpError, Trigger};
+use crate::api::{ApplyMsg, ControlMsg, Handle, OpError, Trigger};
 use crate::config::{self, LogFormat, Settings, DEFAULT_KILL_TIMEOUT};
 use crate::exit;
 use crate::logs::{LogHub, LogSource};
@@ -73,6 +75,9 @@ pub struct Supervisor {
     started_at: u64,
     file: String,
     memory_next: Option<Instant>,
+    apply_tx: mpsc::Sender<ApplyMsg>,
+    apply_rx: mpsc::Receiver<ApplyMsg>,
+    applier: apply::Applier,
 }
 
 impl Supervisor {
@@ -85,7 +90,9 @@ impl Supervisor {
     ) -> Supervisor {
         let now = Now::read();
         let auto_exit = settings.auto_exit.unwrap_or(true);
+        let applier = apply::Applier::new(apps.len());
         let state = State::new(apps, auto_exit, now);
+        let (apply_tx, apply_rx) = mpsc::channel(8);
         let (snapshot_tx, _) = watch::channel(Arc::new(Snapshot::default()));
         let (inbox_tx, inbox_rx) = mpsc::channel(64);
         let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
@@ -104,6 +111,9 @@ impl Supervisor {
             started_at: now.wall_ms(),
             file,
             memory_next: None,
+            apply_tx,
+            apply_rx,
+            applier,
         }
     }
 
@@ -113,6 +123,7 @@ impl Supervisor {
             snapshot: self.snapshot_tx.subscribe(),
             inbox: self.inbox_tx.clone(),
             logs: self.logs.clone(),
+            apply: self.apply_tx.clone(),
         }
     }
 
@@ -161,14 +172,26 @@ impl Supervisor {
                     None => Vec::new(),
                 },
                 Some(msg) = self.inbox_rx.recv() => self.control(msg),
-                Some(t) = self.trigger_rx.recv() => {
-                    tracing::info!("restarting: {}", t.reason);
-                    self.state.restart_app(t.app, Now::read())
+                Some(t) = self.trigger_rx.recv() => match self.state.app_by_key(t.app) {
+                    Some(app) => {
+                        tracing::info!("restarting: {}", t.reason);
+                        self.state.restart_app(app, Now::read())
+                    }
+                    // The app was removed by `pmi apply`.
+                    None => Vec::new(),
+                },
+                Some(msg) = self.apply_rx.recv() => {
+                    self.on_apply(msg);
+                    Vec::new()
                 }
+                Some(done) = self.applier.loaded_rx.recv() => self.on_loaded(done),
                 _ = sleep_until(deadline) => self.on_deadline(&mut safety),
             };
             finish = self.execute(actions);
             self.answer_pending();
+            if finish.is_none() {
+                finish = self.settle_apply();
+            }
         }
         self.shut_down(sigs, finish).await
     }

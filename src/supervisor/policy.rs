@@ -418,8 +418,11 @@ impl State {
                 pid,
                 deadline,
                 killed,
-                ..
+                then: was,
             } => {
+                // A removal (scale-down, an app dropped by `pmi apply`) is final: a restart
+                // asked for meanwhile (cron, memory, `pmi restart`) does not bring it back.
+                let then = if was == Then::Remove { was } else { then };
                 inst.phase = Phase::Stopping {
                     pid,
                     deadline,
@@ -635,4 +638,4 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
