@@ -182,8 +182,25 @@ fn parse_signal(s: &str) -> Result<i32, String> {
 }
 
 const VERBS: &[&str] = &[
-    "run", "check", "convert", "status", "ls", "list", "describe", "start", "stop", "restart",
-    "reload", "scale", "signal", "logs", "health", "version", "help", "apply", "startOrReload",
+    "run",
+    "check",
+    "convert",
+    "status",
+    "ls",
+    "list",
+    "describe",
+    "start",
+    "stop",
+    "restart",
+    "reload",
+    "scale",
+    "signal",
+    "logs",
+    "health",
+    "version",
+    "help",
+    "apply",
+    "startOrReload",
     "startorreload",
 ];
 

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::WatchOrder;
 use crate::cli::SupervisorOpts;
 use crate::config::{self, LoadOptions, LogFormat, Settings, DEFAULT_KILL_TIMEOUT};
 use crate::exit::Failure;
 use crate::os::{pid1, signals, strays};
-use crate::api::WatchOrder;
 use crate::supervisor::apply::ApplyConfig;
 use crate::supervisor::Supervisor;
 use crate::term::err_line;

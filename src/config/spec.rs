@@ -60,7 +60,10 @@ impl Settings {
         over(&mut self.auto_exit, &flags.auto_exit);
         over(&mut self.kill_signal, &flags.kill_signal);
         over(&mut self.kill_timeout, &flags.kill_timeout);
-        over(&mut self.memory_check_interval, &flags.memory_check_interval);
+        over(
+            &mut self.memory_check_interval,
+            &flags.memory_check_interval,
+        );
         over(&mut self.socket_group, &flags.socket_group);
         over(&mut self.watch_config, &flags.watch_config);
         self

@@ -432,7 +432,12 @@ impl Supervisor {
     }
 
     /// Runs an op as a control request would, with its reply coming back to the apply.
-    fn sub_op(&mut self, op: Op, actions: &mut Vec<Action>, now: Now) -> oneshot::Receiver<OpReply> {
+    fn sub_op(
+        &mut self,
+        op: Op,
+        actions: &mut Vec<Action>,
+        now: Now,
+    ) -> oneshot::Receiver<OpReply> {
         let (tx, rx) = oneshot::channel();
         let (a, pending) = ops::accept(&mut self.state, ControlMsg { op, reply: tx }, now);
         actions.extend(a);

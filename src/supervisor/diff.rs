@@ -93,7 +93,11 @@ fn start_order(apps: &[AppSpec]) -> Vec<usize> {
         }
         if done.len() == before {
             // A cycle (cannot pass validation): keep file order for the rest.
-            done.extend((0..apps.len()).filter(|i| !done.contains(i)).collect::<Vec<_>>());
+            done.extend(
+                (0..apps.len())
+                    .filter(|i| !done.contains(i))
+                    .collect::<Vec<_>>(),
+            );
         }
     }
     done
@@ -186,7 +190,10 @@ pub fn delta(o: &AppSpec, n: &AppSpec) -> Delta {
     s(*kill_signal != n.kill_signal, "kill_signal");
     s(*kill_timeout != n.kill_timeout, "kill_timeout");
     s(!same_cron(cron_restart, &n.cron_restart), "cron_restart");
-    s(*max_memory_restart != n.max_memory_restart, "max_memory_restart");
+    s(
+        *max_memory_restart != n.max_memory_restart,
+        "max_memory_restart",
+    );
     s(!same_watch(watch, &n.watch), "watch");
     s(*wait_ready != n.wait_ready, "wait_ready");
     s(*listen_timeout != n.listen_timeout, "listen_timeout");

@@ -188,7 +188,9 @@ async fn watch_loop(path: &Path, apply: &mpsc::Sender<ApplyMsg>) -> std::io::Res
     let mut names = Names::of(path);
     names.watch(&mut watches, &mut dirs);
     if dirs.is_empty() {
-        return Err(std::io::Error::other("no directory of the file can be watched"));
+        return Err(std::io::Error::other(
+            "no directory of the file can be watched",
+        ));
     }
     let mut stream = inotify.into_event_stream(vec![0u8; 16 * 1024])?;
     let mut last = seen_async(path).await;
@@ -283,7 +285,10 @@ mod tests {
         std::os::unix::fs::symlink("..2026_01", root.join("..data")).unwrap();
         std::os::unix::fs::symlink("..data/apps.yaml", root.join("apps.yaml")).unwrap();
         let n = Names::of(&root.join("apps.yaml"));
-        assert_eq!(n.link_first.as_deref(), Some(std::ffi::OsStr::new("..data")));
+        assert_eq!(
+            n.link_first.as_deref(),
+            Some(std::ffi::OsStr::new("..data"))
+        );
         assert!(n.relevant(root, std::ffi::OsStr::new("..data")));
         assert!(n.relevant(root, std::ffi::OsStr::new("..data_tmp")));
         assert!(n.relevant(root, std::ffi::OsStr::new("apps.yaml")));
