@@ -25,10 +25,12 @@ fn can_run() -> bool {
 
 /// `pmi ARGS` inside pmi's namespaces, with `dir` as the client's working directory.
 fn cli_in(pmi: &Pmi, sb: &Sandbox, dir: &Path, args: &[&str]) -> Output {
+    // `cd` inside the namespace: a directory opened outside it (nsenter -w) is unreachable
+    // from inside, and getcwd() fails there.
     Command::new("nsenter")
-        .args(["-t", &pmi.pid.to_string(), "-p", "-m"])
-        .arg(format!("-w{}", dir.display()))
-        .arg("--")
+        .args(["-t", &pmi.pid.to_string(), "-p", "-m", "--"])
+        .args(["/bin/sh", "-c", "cd \"$0\" && exec \"$@\""])
+        .arg(dir)
         .arg(common::pmi_bin())
         .args(args)
         .env("PMI_SOCKET", sb.path("pmi.sock"))
@@ -435,4 +437,124 @@ fn watch_config_follows_a_configmap_symlink_swap() {
     std::os::unix::fs::symlink("..2026_03_z", sb.path("cm/..data_tmp")).unwrap();
     std::fs::rename(sb.path("cm/..data_tmp"), sb.path("cm/..data")).unwrap();
     common::wait_until("a removed", secs(20.0), || names(&pmi, &sb) == ["b"]);
+}
+
+#[test]
+fn a_failed_change_is_named_and_the_others_are_made() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let pmi = start(&sb, &[sleeper("a"), sleeper("keep")]);
+    let keep = pid_of(&pmi, &sb, "keep", 0);
+    // Executable, so the file is valid; its interpreter is missing, so every start fails.
+    let bad = sb.write("bad-app", "#!/nonexistent/interpreter\n");
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let y = format!(
+        "{}  - name: a\n    script: {}\n    interpreter: none\n    max_restarts: 2\n",
+        apps_yaml(&[sleeper("keep"), sleeper("new")]),
+        common::q(&bad.to_string_lossy())
+    );
+    sb.write("apps.yaml", &y);
+    let o = cli(&pmi, &sb, &["apply"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("reloaded a (script, args, max_restarts changed): FAILED"),
+        "{out}"
+    );
+    assert!(out.contains("a:0 did not start"), "{out}");
+    assert!(out.contains("the change of a failed"), "{out}");
+    assert!(
+        out.contains("added new"),
+        "the other changes were made: {out}"
+    );
+    assert!(online(&pmi, &sb, "new", 1));
+    assert_eq!(pid_of(&pmi, &sb, "keep", 0), keep);
+}
+
+#[test]
+fn an_apply_during_another_waits_for_it() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new();
+    // `slow` ignores SIGINT: its reload takes its kill_timeout.
+    let slow = |arg: &str| {
+        App::new("slow", &["ignore-term", "sleep", arg])
+            .set("kill_timeout", "1500")
+            .set("kill_signal", "SIGTERM")
+    };
+    let pmi = start(&sb, &[slow("3600")]);
+    sb.write("apps.yaml", &apps_yaml(&[slow("3601")]));
+    let first = Command::new("nsenter")
+        .args(["-t", &pmi.pid.to_string(), "-p", "-m", "--"])
+        .arg(common::pmi_bin())
+        .arg("apply")
+        .env("PMI_SOCKET", sb.path("pmi.sock"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_until("the first apply under way", secs(10.0), || {
+        pmi.stderr().contains("apply: reloaded slow")
+    });
+    sb.write("apps.yaml", &apps_yaml(&[slow("3601"), sleeper("b")]));
+    let o = cli(&pmi, &sb, &["apply"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("waited for an earlier apply"), "{out}");
+    assert!(
+        out.contains("unchanged slow") && out.contains("added b"),
+        "{out}"
+    );
+    let first_out = first.wait_with_output().unwrap();
+    assert!(first_out.status.success(), "{first_out:?}");
+    assert!(String::from_utf8_lossy(&first_out.stdout).contains("reloaded slow"));
+}
+
+#[test]
+fn a_js_file_is_applied_while_pmi_reaps_a_crash_loop() {
+    if !can_run() {
+        return;
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("skipped: needs node");
+        return;
+    }
+    let sb = Sandbox::new();
+    // `churn`'s instances exit and are restarted every ~120 ms each: pmi's reaper runs all the
+    // time while node runs.
+    let churn = App::new("churn", &["exit-after", "120", "0"])
+        .set("instances", "4")
+        .set("min_uptime", "100");
+    let pmi = start(&sb, &[sleeper("a")]);
+    sb.write("first.yaml", &apps_yaml(&[sleeper("a"), churn.clone()]));
+    let o = cli(&pmi, &sb, &["apply", "first.yaml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let tk = common::testkit();
+    let js = format!(
+        "const path = require('path');\nmodule.exports = {{ apps: [\n  {{ name: 'a', script: {tk:?}, interpreter: 'none', args: ['sleep'] }},\n  {{ name: 'j', script: {tk:?}, interpreter: 'none', args: ['sleep'], env: {{ WHERE: path.basename(__filename) }} }},\n] }};\n"
+    );
+    sb.write("ecosystem.config.js", &js);
+    for round in 0..5 {
+        let o = cli(&pmi, &sb, &["apply", "ecosystem.config.js"]);
+        let out = text(&o);
+        assert!(o.status.success(), "round {round}: {out}");
+        if round == 0 {
+            assert!(
+                out.contains("removed churn") && out.contains("added j"),
+                "{out}"
+            );
+        }
+        assert!(out.contains("unchanged a"), "{out}");
+        // Back to the crash loop for the next round.
+        let o = cli(&pmi, &sb, &["apply", "first.yaml"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert!(
+        !pmi.stderr().contains("did not finish evaluating"),
+        "{}",
+        pmi.stderr()
+    );
 }

@@ -430,6 +430,22 @@ impl State {
                     then,
                 };
             }
+            // The leader is gone, the rest of the group still stops: what follows may change
+            // the same way (a removal during a restart's drain must not restart it).
+            Phase::Draining {
+                pgid,
+                deadline,
+                killed,
+                then: was,
+            } => {
+                let then = if was == Then::Remove { was } else { then };
+                inst.phase = Phase::Draining {
+                    pgid,
+                    deadline,
+                    killed,
+                    then,
+                };
+            }
             _ => {}
         }
     }
