@@ -28,13 +28,24 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 const MARK: &str = "\u{1}PMI-JSON\u{1}";
 const MARK_ERR: &str = "\u{1}PMI-ERROR\u{1}";
+const MARK_ENV: &str = "\u{1}PMI-ENV\u{1}";
 
 /// Runs in node: `require` the file (falling back to `import()` for ES modules), print the
 /// export as JSON after MARK, or the error after MARK_ERR; then exit, even if the file left
 /// timers or sockets open.
 const LOADER: &str = r#"
 const file = process.argv[1];
-const MARK = '\u0001PMI-JSON\u0001', MARK_ERR = '\u0001PMI-ERROR\u0001';
+const MARK = '\u0001PMI-JSON\u0001', MARK_ERR = '\u0001PMI-ERROR\u0001', MARK_ENV = '\u0001PMI-ENV\u0001';
+// Records which variables of this machine's environment the file reads (for `pmi convert`).
+const envRead = new Set(); let envAll = false;
+const realEnv = process.env;
+const noteKey = (t, k) => { if (typeof k === 'string' && Object.prototype.hasOwnProperty.call(t, k)) envRead.add(k); };
+process.env = new Proxy(realEnv, {
+  get(t, k) { noteKey(t, k); return Reflect.get(t, k); },
+  has(t, k) { noteKey(t, k); return Reflect.has(t, k); },
+  getOwnPropertyDescriptor(t, k) { noteKey(t, k); return Reflect.getOwnPropertyDescriptor(t, k); },
+  ownKeys(t) { envAll = true; return Reflect.ownKeys(t); },
+});
 function done(m) {
   if (m && m.apps === undefined && m.default !== undefined) m = m.default;
   let json;
@@ -42,7 +53,8 @@ function done(m) {
     json = JSON.stringify(m === undefined ? null : m, (k, x) =>
       x instanceof RegExp ? x.source : (typeof x === 'bigint' ? x.toString() : x));
   } catch (e) { return fail(e); }
-  process.stdout.write('\n' + MARK + json + '\n', () => process.exit(0));
+  const env = JSON.stringify({ read: [...envRead], all: envAll });
+  process.stdout.write('\n' + MARK_ENV + env + '\n' + MARK + json + '\n', () => process.exit(0));
 }
 function fail(e) {
   const o = e instanceof Error
@@ -58,9 +70,22 @@ try { loaded = require(file); ok = true; } catch (e) {
 if (ok) Promise.resolve(loaded).then(done, fail);
 "#;
 
-/// Evaluates a JS apps file with node. `cwd` is the directory pmi was started in (the file's
-/// `process.cwd()`, as under pm2).
-pub fn parse(file: &Path, source: &str, cwd: &Path) -> Result<Parsed, ReadIssue> {
+/// Which variables of this machine's environment a JS file read while it was evaluated.
+#[derive(Debug, Default, Clone)]
+pub struct EnvReads {
+    /// Names read (only those set here).
+    pub keys: Vec<String>,
+    /// The whole environment was enumerated (`{...process.env}`, `Object.keys`).
+    pub all: bool,
+}
+
+/// Evaluates a JS apps file with node, recording the environment variables it read. `cwd` is
+/// the directory pmi was started in (the file's `process.cwd()`, as under pm2).
+pub fn parse_recording(
+    file: &Path,
+    source: &str,
+    cwd: &Path,
+) -> Result<(Parsed, EnvReads), ReadIssue> {
     let path_var = std::env::var("PATH").unwrap_or_else(|_| interp::DEFAULT_PATH.to_string());
     let Some(node) = interp::which("node", &path_var, cwd) else {
         return Err(ReadIssue {
@@ -102,7 +127,24 @@ pub fn parse(file: &Path, source: &str, cwd: &Path) -> Result<Parsed, ReadIssue>
     loc.place(&mut parsed.root, start);
     // Repeated keys cannot occur in what JSON.stringify prints.
     parsed.warnings.clear();
-    Ok(parsed)
+    let reads = out
+        .stdout
+        .rfind(MARK_ENV)
+        .and_then(|i| out.stdout[i + MARK_ENV.len()..].lines().next())
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| EnvReads {
+            keys: v["read"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            all: v["all"].as_bool().unwrap_or(false),
+        })
+        .unwrap_or_default();
+    Ok((parsed, reads))
 }
 
 struct Output {
@@ -350,7 +392,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("eco.config.js");
         std::fs::write(&f, src).unwrap();
-        parse(&f, src, t.path())
+        parse_recording(&f, src, t.path()).map(|(p, _)| p)
     }
 
     #[test]

@@ -37,6 +37,15 @@ pub fn format_of(path: &Path, text: &str) -> Format {
 
 /// Reads and parses `path` (relative paths against `base_dir`).
 pub fn read(path: &Path, base_dir: &Path) -> Result<Parsed, ConfigError> {
+    read_recording(path, base_dir).map(|(p, _)| p)
+}
+
+/// [`read`], and for a JS file the environment variables it read (`None` for YAML and JSON,
+/// whose values are as written).
+pub fn read_recording(
+    path: &Path,
+    base_dir: &Path,
+) -> Result<(Parsed, Option<js::EnvReads>), ConfigError> {
     let mut d = Diags::new(path);
     let full = base_dir.join(path);
     let text = match std::fs::read(&full) {
@@ -63,9 +72,9 @@ pub fn read(path: &Path, base_dir: &Path) -> Result<Parsed, ConfigError> {
         }
     };
     let result = match format_of(path, &text) {
-        Format::Yaml => yaml::parse(&text),
-        Format::Json => json::parse(&text),
-        Format::Js => js::parse(&full, &text, base_dir),
+        Format::Yaml => yaml::parse(&text).map(|p| (p, None)),
+        Format::Json => json::parse(&text).map(|p| (p, None)),
+        Format::Js => js::parse_recording(&full, &text, base_dir).map(|(p, r)| (p, Some(r))),
     };
     match result {
         Ok(p) => Ok(p),

@@ -5,6 +5,8 @@
 
 pub mod cgroup;
 pub mod helper;
+pub mod listen;
+pub mod notify;
 pub mod pid1;
 pub mod proc;
 pub mod reap;

@@ -12,7 +12,9 @@ pub mod diff;
 pub mod env;
 pub mod ops;
 pub mod policy;
+pub mod readiness;
 mod snapshot;
+pub mod start_order;
 pub mod state;
 
 use std::ffi::OsString;
