@@ -558,3 +558,40 @@ fn a_js_file_is_applied_while_pmi_reaps_a_crash_loop() {
         pmi.stderr()
     );
 }
+
+#[test]
+fn a_huge_file_or_another_format_harms_nothing() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let pmi = start(&sb, &[sleeper("a")]);
+    let before = instances(&pmi, &sb);
+    // 100 MB: refused (no apps in it, or over the reader's byte budget), nothing changed, and
+    // pmi still answers.
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(sb.path("huge.yaml")).unwrap());
+        let line = format!("#{}\n", "x".repeat(99));
+        for _ in 0..1_000_000 {
+            f.write_all(line.as_bytes()).unwrap();
+        }
+    }
+    let o = cli(&pmi, &sb, &["apply", "huge.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("nothing was changed"), "{}", text(&o));
+    assert_eq!(instances(&pmi, &sb), before);
+    std::fs::remove_file(sb.path("huge.yaml")).unwrap();
+    // The same apps as JSON in the .yaml file (JSON is YAML): nothing to change.
+    let tk = common::testkit();
+    sb.write(
+        "apps.yaml",
+        &format!(
+            r#"{{"apps": [{{"name": "a", "script": {tk:?}, "interpreter": "none", "args": ["sleep"]}}]}}"#
+        ),
+    );
+    let o = cli(&pmi, &sb, &["apply"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("unchanged a"), "{}", text(&o));
+    assert_eq!(instances(&pmi, &sb), before);
+}
