@@ -2,9 +2,11 @@
 //!
 //! `Target` names instances with one rule (`Target::matches`, `Target::select`) that both the
 //! supervisor and the read-only answers use; `Op` is a mutation, `ControlMsg` an op with its reply
-//! channel, `OpError` a typed refusal, `Trigger` a watcher's restart request, and `Handle` what a
-//! reader holds (snapshot, inbox, logs). Invariant: readers reach the supervisor only through a
-//! `Handle`; nothing here knows who reads (control socket, HTTP, watchers).
+//! channel, `OpError` a typed refusal, `Trigger` a watcher's restart request, `ApplyMsg` a
+//! `pmi apply` (answered with an `ApplyReport`), `WatchOrder` what the watchers must follow, and
+//! `Handle` what a reader holds (snapshot, inbox, apply, logs). Invariant: readers reach the
+//! supervisor only through a `Handle`; nothing here knows who reads (control socket, HTTP,
+//! watchers).
 
 use std::sync::Arc;
 

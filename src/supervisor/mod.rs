@@ -5,7 +5,8 @@
 //! resulting actions through `os` and publishes a `Snapshot` for readers. It sleeps until the next
 //! deadline and never polls. Invariant: an app's failure is an event, never an early return;
 //! nothing in the loop can end it except `Action::Finish`. The supervisor knows none of its
-//! readers: they hold a `Handle` (`crate::api`) and are wired up by `crate::daemon`.
+//! readers: they hold a `Handle` (`crate::api`) and are wired up by `crate::daemon`. `apply`
+//! re-reads the apps file off the loop and carries out `diff`'s plan as ordinary ops.
 
 pub mod apply;
 pub mod diff;
