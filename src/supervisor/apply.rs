@@ -91,6 +91,7 @@ impl Applier {
 /// A running apply: one step per changed app, and the reply for when every step is done.
 struct Job {
     report: ApplyReport,
+    from_watcher: bool,
     steps: Vec<Step>,
     reply: oneshot::Sender<Result<ApplyReport, OpError>>,
 }
@@ -160,7 +161,21 @@ impl Supervisor {
         let tx = self.applier.loaded_tx.clone();
         let path = file.clone();
         drop(tokio::task::spawn_blocking(move || {
-            let result = config::load(&path, &base, &opts);
+            // A bug in the loader must not leave the apply machinery busy for ever.
+            let load = std::panic::AssertUnwindSafe(|| config::load(&path, &base, &opts));
+            let result = std::panic::catch_unwind(load).unwrap_or_else(|_| {
+                Err(ConfigError {
+                    diagnostics: vec![config::Diagnostic {
+                        file: path.clone(),
+                        line: None,
+                        column: None,
+                        app: None,
+                        field: None,
+                        message: "internal error while reading the file (please report); nothing was changed".into(),
+                    }],
+                    warnings: Vec::new(),
+                })
+            });
             let _ = tx.send(LoadDone {
                 msg,
                 queued,
@@ -193,6 +208,7 @@ impl Supervisor {
             Ok(l) => l,
             Err(e) => {
                 report.errors = e.diagnostics.iter().map(|d| d.to_string()).collect();
+                report.warnings = e.warnings.iter().map(|d| d.to_string()).collect();
                 for d in &report.errors {
                     tracing::error!("apply: {d}");
                 }
@@ -218,7 +234,8 @@ impl Supervisor {
         for s in &report.needs_restart {
             tracing::warn!("apply: {s}");
         }
-        self.begin(plan, loaded, file, report, msg.reply)
+        let from_watcher = msg.req.from_watcher;
+        self.begin(plan, loaded, file, report, (msg.reply, from_watcher))
     }
 
     /// What the `pmi:` block changes: settings that apply at once, and those that need a restart.
@@ -241,7 +258,7 @@ impl Supervisor {
         loaded: Loaded,
         file: PathBuf,
         mut report: ApplyReport,
-        reply: oneshot::Sender<Result<ApplyReport, OpError>>,
+        (reply, from_watcher): (oneshot::Sender<Result<ApplyReport, OpError>>, bool),
     ) -> Vec<Action> {
         let now = Now::read();
         let mut actions = Vec::new();
@@ -271,6 +288,7 @@ impl Supervisor {
         self.arm_memory_check(now);
         self.applier.job = Some(Job {
             report,
+            from_watcher,
             steps,
             reply,
         });
@@ -531,10 +549,15 @@ impl Supervisor {
             tracing::warn!("apply: {c}");
         }
         let failed = r.changes.iter().filter(|c| c.error.is_some()).count();
-        if failed > 0 {
-            tracing::warn!("apply: {} applied; {failed} change(s) failed", r.file);
+        let by = if job.from_watcher {
+            " (watch_config)"
         } else {
-            tracing::info!("apply: {} applied", r.file);
+            ""
+        };
+        if failed > 0 {
+            tracing::warn!("apply: {} applied{by}; {failed} change(s) failed", r.file);
+        } else {
+            tracing::info!("apply: {} applied{by}", r.file);
         }
         let _ = job.reply.send(Ok(job.report));
         self.next_apply();
