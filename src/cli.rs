@@ -114,6 +114,26 @@ pub enum Cmd {
     },
     /// Print the version.
     Version,
+    /// A live status table, refreshed in place (`docker exec -it ctr pmi monit`).
+    Monit {
+        target: Option<String>,
+        /// Refresh interval in milliseconds (at least 250).
+        #[arg(long, default_value_t = 2000, value_name = "MS")]
+        interval: u64,
+        /// Stop after this many frames (default: until Ctrl-C).
+        #[arg(long, value_name = "N")]
+        count: Option<u32>,
+    },
+    /// Print a shell completion script: `pmi completions bash > /etc/bash_completion.d/pmi`.
+    Completions { shell: Shell },
+}
+
+/// The shells `pmi completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// Options of the supervisor (each also settable in the file's `pmi:` block; the flag wins).
@@ -255,11 +275,13 @@ const VERBS: &[&str] = &[
     "startOrReload",
     "startorreload",
 ];
+/// Verbs of src/complete.rs and src/monit.rs (kept apart so VERBS stays short-element formatted).
+const MORE_VERBS: &[&str] = &["completions", "monit"];
 
 /// Puts the implicit `run` verb in front of `pmi FILE` and `pmi -- CMD`.
 pub fn normalize(mut argv: Vec<OsString>) -> Vec<OsString> {
     let first = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let is_verb = VERBS.contains(&first);
+    let is_verb = VERBS.contains(&first) || MORE_VERBS.contains(&first);
     let top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
     if argv.len() > 1 && !is_verb && !top_flag {
         argv.insert(1, OsString::from("run"));

@@ -26,8 +26,8 @@ use super::tree::{Node, Parsed, Pos, ReadIssue, Value};
 /// How long node may take to evaluate a file before pmi gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-const MARK: &str = "\u{1}PMI-JSON\u{1}";
-const MARK_ERR: &str = "\u{1}PMI-ERROR\u{1}";
+pub(super) const MARK: &str = "\u{1}PMI-JSON\u{1}";
+pub(super) const MARK_ERR: &str = "\u{1}PMI-ERROR\u{1}";
 const MARK_ENV: &str = "\u{1}PMI-ENV\u{1}";
 
 /// Runs in node: `require` the file (falling back to `import()` for ES modules), print the
@@ -100,37 +100,52 @@ pub fn parse_recording(
     let joined = cwd.join(file);
     let abs = std::fs::canonicalize(&joined).unwrap_or(joined);
     let out = run(&node, &abs, cwd)?;
-    let printed = |mark: &str| {
-        out.stdout
-            .rfind(mark)
-            .map(|i| out.stdout[i + mark.len()..].trim_end().to_string())
-    };
-    if let Some(err) = printed(MARK_ERR) {
-        return Err(explain_error(&err, &abs, source));
-    }
-    let Some(json_text) = printed(MARK) else {
+    interpret(&out.stdout, &abs, source).unwrap_or_else(|| {
         let tail: String = out.stderr.trim().lines().last().unwrap_or("").to_string();
-        return Err(ReadIssue {
+        Err(ReadIssue {
             pos: Pos::new(1, 1),
             message: format!(
                 "node could not evaluate the file (exit {}): {tail}",
                 out.status
             ),
-        });
+        })
+    })
+}
+
+/// What node printed for the file at `abs` (whose text is `source`): the apps, placed at their
+/// positions in the source, and the variables read; or the located error. `None` when it
+/// printed neither mark. Kept apart from `run` so that the fuzz targets reach it.
+pub(super) fn interpret(
+    stdout: &str,
+    abs: &Path,
+    source: &str,
+) -> Option<Result<(Parsed, EnvReads), ReadIssue>> {
+    let printed = |mark: &str| {
+        stdout
+            .rfind(mark)
+            .map(|i| stdout[i + mark.len()..].trim_end().to_string())
     };
-    let mut parsed = json::parse(&json_text).map_err(|e| ReadIssue {
-        pos: Pos::new(1, 1),
-        message: format!("node printed something that is not JSON: {}", e.message),
-    })?;
+    if let Some(err) = printed(MARK_ERR) {
+        return Some(Err(explain_error(&err, abs, source)));
+    }
+    let json_text = printed(MARK)?;
+    let mut parsed = match json::parse(&json_text) {
+        Ok(p) => p,
+        Err(e) => {
+            return Some(Err(ReadIssue {
+                pos: Pos::new(1, 1),
+                message: format!("node printed something that is not JSON: {}", e.message),
+            }))
+        }
+    };
     let loc = Locator::new(source);
     let start = loc.export_offset();
     loc.place(&mut parsed.root, start);
     // Repeated keys cannot occur in what JSON.stringify prints.
     parsed.warnings.clear();
-    let reads = out
-        .stdout
+    let reads = stdout
         .rfind(MARK_ENV)
-        .and_then(|i| out.stdout[i + MARK_ENV.len()..].lines().next())
+        .and_then(|i| stdout[i + MARK_ENV.len()..].lines().next())
         .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| EnvReads {
             keys: v["read"]
@@ -144,8 +159,11 @@ pub fn parse_recording(
             all: v["all"].as_bool().unwrap_or(false),
         })
         .unwrap_or_default();
-    Ok((parsed, reads))
+    Some(Ok((parsed, reads)))
 }
+
+/// The most of node's output kept (the apps as JSON): four times the largest apps file.
+const OUTPUT_CAP: u64 = 4 * super::tree::MAX_FILE_BYTES;
 
 struct Output {
     stdout: String,
@@ -160,7 +178,7 @@ fn run(node: &Path, file: &Path, cwd: &Path) -> Result<Output, ReadIssue> {
         LOADER.into(),
         file.as_os_str().to_os_string(),
     ];
-    match crate::os::helper::run_captured(node, &args, cwd, TIMEOUT) {
+    match crate::os::helper::run_captured(node, &args, cwd, TIMEOUT, OUTPUT_CAP) {
         Ok(c) => Ok(Output {
             stdout: c.stdout,
             stderr: c.stderr,

@@ -240,9 +240,12 @@ fn to_request(cmd: Cmd) -> Result<(Request, bool), String> {
             (req, json)
         }
         Cmd::Health { ready } => (Request::Health { ready }, false),
-        Cmd::Run(_) | Cmd::Check(_) | Cmd::Convert(_) | Cmd::Version => {
-            return Err("not a client verb".into())
-        }
+        Cmd::Run(_)
+        | Cmd::Check(_)
+        | Cmd::Convert(_)
+        | Cmd::Version
+        | Cmd::Completions { .. }
+        | Cmd::Monit { .. } => return Err("not a client verb".into()),
     })
 }
 

@@ -165,26 +165,31 @@ fn try_collect(pid: i32, block: bool) -> io::Result<Option<ExitStatus>> {
     }
 }
 
-fn drain(fd: OwnedFd) -> std::thread::JoinHandle<String> {
+/// Reads a pipe to its end, keeping at most `cap` bytes (the rest is read and dropped, so the
+/// helper never blocks on a full pipe).
+fn drain(fd: OwnedFd, cap: u64) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = std::fs::File::from(fd).read_to_end(&mut buf);
+        let mut f = std::fs::File::from(fd);
+        let _ = f.by_ref().take(cap).read_to_end(&mut buf);
+        let _ = io::copy(&mut f, &mut io::sink());
         String::from_utf8_lossy(&buf).into_owned()
     })
 }
 
-/// Runs a helper to its end, or kills it after `limit`. Blocking: call it off the supervisor
-/// loop (the blocking pool).
+/// Runs a helper to its end, or kills it after `limit`, keeping at most `cap` bytes of each
+/// output stream. Blocking: call it off the supervisor loop (the blocking pool).
 pub fn run_captured(
     program: &Path,
     args: &[OsString],
     cwd: &Path,
     limit: Duration,
+    cap: u64,
 ) -> Result<Captured, HelperError> {
     let shown = program.display().to_string();
     let s = start(program, args, cwd).map_err(|e| HelperError::Spawn(shown.clone(), e))?;
     // Threads drain both pipes, so that a chatty helper cannot block on a full pipe.
-    let (out_t, err_t) = (drain(s.out), drain(s.err));
+    let (out_t, err_t) = (drain(s.out, cap), drain(s.err, cap));
     let deadline = Instant::now() + limit;
     let status = loop {
         match try_collect(s.pid, false) {
@@ -235,6 +240,7 @@ mod tests {
             &sh("echo out; echo err >&2; pwd; exit 3"),
             Path::new("/tmp"),
             Duration::from_secs(10),
+            1 << 20,
         )
         .unwrap();
         assert_eq!(c.status, ExitStatus::Code(3));
@@ -266,6 +272,7 @@ mod tests {
             &sh("sleep 30"),
             Path::new("/"),
             Duration::from_millis(200),
+            1 << 20,
         )
         .unwrap_err();
         assert!(matches!(e, HelperError::Timeout(_)), "{e}");
