@@ -116,6 +116,7 @@ pub enum Cmd {
     Version,
     /// A live status table, refreshed in place (`docker exec -it ctr pmi monit`).
     Monit {
+        /// all (the default), an app name or namespace, name:N, or an id.
         target: Option<String>,
         /// Refresh interval in milliseconds (at least 250).
         #[arg(long, default_value_t = 2000, value_name = "MS")]
@@ -125,7 +126,10 @@ pub enum Cmd {
         count: Option<u32>,
     },
     /// Print a shell completion script: `pmi completions bash > /etc/bash_completion.d/pmi`.
-    Completions { shell: Shell },
+    Completions {
+        /// The shell to write completions for.
+        shell: Shell,
+    },
 }
 
 /// The shells `pmi completions` writes for.
@@ -254,29 +258,17 @@ fn parse_signal(s: &str) -> Result<i32, String> {
 }
 
 const VERBS: &[&str] = &[
-    "run",
-    "check",
-    "convert",
-    "status",
-    "ls",
-    "list",
-    "describe",
-    "start",
-    "stop",
-    "restart",
-    "reload",
-    "scale",
-    "signal",
-    "logs",
-    "health",
-    "version",
-    "help",
+    "run", "check", "convert", "status", "ls", "list", "describe", "start", "stop", "restart",
+    "reload", "scale", "signal", "logs", "health", "version", "help",
+];
+/// Verbs of src/complete.rs and src/monit.rs (kept apart so VERBS stays short-element formatted).
+const MORE_VERBS: &[&str] = &[
+    "completions",
+    "monit",
     "apply",
     "startOrReload",
     "startorreload",
 ];
-/// Verbs of src/complete.rs and src/monit.rs (kept apart so VERBS stays short-element formatted).
-const MORE_VERBS: &[&str] = &["completions", "monit"];
 
 /// Puts the implicit `run` verb in front of `pmi FILE` and `pmi -- CMD`.
 pub fn normalize(mut argv: Vec<OsString>) -> Vec<OsString> {
