@@ -22,9 +22,7 @@ pub fn hint(argv: &[OsString]) -> Option<String> {
         "delete" | "del" => format!(
             "did you mean `pmi stop {target}`? pmi keeps the apps of its file (stopped apps stay listed; remove an app from the file to drop it)"
         ),
-        "monit" | "dashboard" => {
-            "pmi has no dashboard: `pmi status` shows cpu and memory per instance (or scrape /metrics with --http)".to_string()
-        }
+        "dashboard" => "did you mean `pmi monit`?".to_string(),
         "flush" | "reloadLogs" => {
             "not supported: pmi writes app output to the container log, and keeps only a bounded recent buffer for `pmi logs`; there is nothing to flush (log files of `out_file` reopen on SIGUSR2)".to_string()
         }
@@ -62,7 +60,9 @@ mod tests {
         assert!(h(&["jlist"]).unwrap().contains("`pmi status --json`"));
         assert!(h(&["show", "api"]).unwrap().contains("`pmi describe api`"));
         assert!(h(&["flush"]).unwrap().contains("not supported"));
-        assert!(h(&["monit"]).unwrap().contains("pmi status"));
+        assert!(h(&["dashboard"]).unwrap().contains("pmi monit"));
+        // pmi verbs now: no hint.
+        assert_eq!(h(&["monit"]), None);
         assert!(h(&["startOrRestart", "x.json"])
             .unwrap()
             .contains("`pmi apply x.json`"));
