@@ -29,6 +29,9 @@ const MAX_QUEUED: usize = 4;
 /// Rounds of "an answered step starts the next" per event; each round makes progress, so this
 /// only bounds a bug.
 const MAX_ROUNDS: usize = 256;
+/// An apply still waiting this long is answered anyway, its unfinished changes reported as
+/// failed (an instance that never comes up must not hold every later apply back).
+const APPLY_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How pmi re-reads its apps file: what it was started with.
 #[derive(Debug, Clone)]
@@ -92,6 +95,7 @@ impl Applier {
 struct Job {
     report: ApplyReport,
     from_watcher: bool,
+    deadline: tokio::time::Instant,
     steps: Vec<Step>,
     reply: oneshot::Sender<Result<ApplyReport, OpError>>,
 }
@@ -289,6 +293,7 @@ impl Supervisor {
         self.applier.job = Some(Job {
             report,
             from_watcher,
+            deadline: now.mono + APPLY_LIMIT,
             steps,
             reply,
         });
@@ -474,6 +479,11 @@ impl Supervisor {
         rx
     }
 
+    /// When the apply under way gives up waiting, for the loop's next wake-up.
+    pub(crate) fn apply_deadline(&self) -> Option<tokio::time::Instant> {
+        self.applier.job.as_ref().map(|j| j.deadline)
+    }
+
     /// After every event: answered steps start their next op; a finished apply is answered.
     /// Returns pmi's exit code if carrying out the new actions ends pmi.
     pub(crate) fn settle_apply(&mut self) -> Option<i32> {
@@ -500,9 +510,16 @@ impl Supervisor {
         let now = Now::read();
         let mut actions = Vec::new();
         let mut progressed = false;
+        let overdue = now.mono >= job.deadline;
         for step in &mut job.steps {
             if let Some(rx) = &mut step.wait {
                 let outcome = match rx.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) if overdue => {
+                        Err(OpError::Busy(format!(
+                            "not done after {} s; pmi stopped waiting (see `pmi status`)",
+                            APPLY_LIMIT.as_secs()
+                        )))
+                    }
                     Err(oneshot::error::TryRecvError::Empty) => continue,
                     Err(oneshot::error::TryRecvError::Closed) => Err(OpError::Exiting),
                     Ok(r) => r,

@@ -156,6 +156,7 @@ impl Supervisor {
             let deadline = [
                 self.state.next_deadline(now),
                 self.memory_next,
+                self.apply_deadline(),
                 Some(safety),
             ]
             .into_iter()
