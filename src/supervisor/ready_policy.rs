@@ -368,6 +368,18 @@ impl State {
         }
     }
 
+    /// New instances of an app with `depends_on` (`pmi apply`): they wait for the start order.
+    pub fn wait_for_order(&mut self, ids: &[InstId], now: Now) -> Vec<Action> {
+        let mut out = Vec::new();
+        for &id in ids {
+            if let Some(i) = self.get_mut(id).filter(|i| i.phase == Phase::Stopped) {
+                i.phase = Phase::Waiting;
+            }
+        }
+        self.after_event(now, &mut out);
+        out
+    }
+
     /// An app is blocked by its start order (counts as errored for `pmi health`, auto-exit).
     pub fn any_blocked(&self) -> bool {
         self.instances
