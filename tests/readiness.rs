@@ -34,6 +34,23 @@ fn notify_ready_makes_an_instance_online_with_its_status_line() {
     assert_eq!(i["ready_by"], "notify", "{i}");
     assert_eq!(i["notify_status"], "warmed up", "{i}");
     assert_eq!(c.code(&["health", "--ready"]), 0);
+    // Every field `status --json` shows is documented.
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-json.md"),
+    )
+    .unwrap();
+    let st = c.status();
+    let pmi_keys = st["pmi"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| format!("pmi.{k}"));
+    for k in i.as_object().unwrap().keys().cloned().chain(pmi_keys) {
+        assert!(
+            doc.contains(&format!("`{k}`")),
+            "{k} is not in docs/status-json.md"
+        );
+    }
 }
 
 #[test]

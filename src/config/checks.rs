@@ -121,6 +121,16 @@ pub struct Dependency {
     pub condition: Condition,
 }
 
+/// A bare name: `condition: ready`, as in the file.
+impl From<&str> for Dependency {
+    fn from(app: &str) -> Dependency {
+        Dependency {
+            app: app.to_string(),
+            condition: Condition::Ready,
+        }
+    }
+}
+
 /// The problem was recorded in `Diags` (the caller only learns that there was one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reported;

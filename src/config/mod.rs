@@ -51,6 +51,9 @@ pub struct LoadOptions {
     pub kill_signal: Option<Signal>,
     /// `--kill-timeout`: the default for apps without `kill_timeout` (beats the `pmi:` block).
     pub kill_timeout: Option<Duration>,
+    /// An `--only` name the file no longer has is a warning, not an error (`pmi apply`: the
+    /// names were chosen when pmi started, against an older file).
+    pub only_missing_warns: bool,
 }
 
 impl LoadOptions {
@@ -63,6 +66,7 @@ impl LoadOptions {
             file_only: false,
             kill_signal: None,
             kill_timeout: None,
+            only_missing_warns: false,
         }
     }
 }

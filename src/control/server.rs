@@ -25,7 +25,7 @@ use super::proto::{
 };
 
 use super::socket::{connect_once, fallback_socket, DEFAULT_SOCKET};
-use crate::api::{Brief, ControlMsg, Handle, Op, OpError, Target};
+use crate::api::{ApplyMsg, ApplyRequest, Brief, ControlMsg, Handle, Op, OpError, Target};
 use crate::report::sample::{Sampler, Usage};
 use crate::report::view;
 use crate::status::{InstanceStatus, Snapshot};
@@ -494,6 +494,7 @@ async fn answer(ctx: &Ctx, req: Request) -> Response {
             },
             Err(e) => Response::Error(op_error(&e)),
         },
+        Request::Apply { file, dry_run } => apply(ctx, file, dry_run).await,
         Request::Health { ready } => {
             let snap = snapshot(ctx);
             match view::health(&snap, ready) {
@@ -543,6 +544,29 @@ async fn call(ctx: &Ctx, op: Op) -> Result<Vec<Brief>, ErrorReply> {
     }
 }
 
+/// `pmi apply`: the supervisor loads, diffs and applies; the answer comes after the effect.
+async fn apply(ctx: &Ctx, file: Option<PathBuf>, dry_run: bool) -> Response {
+    if let Some(f) = file.as_ref().filter(|f| !f.is_absolute()) {
+        let msg = format!("apply: {} is not an absolute path", f.display());
+        return error(ErrorKind::BadRequest, msg);
+    }
+    let (tx, rx) = oneshot::channel();
+    let req = ApplyRequest {
+        file,
+        dry_run,
+        from_watcher: false,
+    };
+    let sent = ctx.handle.apply.send(ApplyMsg { req, reply: tx }).await;
+    let reply = match sent {
+        Ok(()) => rx.await.unwrap_or(Err(OpError::Exiting)),
+        Err(_) => Err(OpError::Exiting),
+    };
+    match reply {
+        Ok(report) => Response::Applied(report),
+        Err(e) => Response::Error(op_error(&e)),
+    }
+}
+
 /// The wire form of a refusal: its kind, from the type, and its text.
 fn op_error(e: &OpError) -> ErrorReply {
     let kind = match e {
@@ -551,6 +575,7 @@ fn op_error(e: &OpError) -> ErrorReply {
         OpError::TooManyInstances { .. }
         | OpError::Removed(_)
         | OpError::DidNotStart { .. }
+        | OpError::Busy(_)
         | OpError::ReloadFailed { .. } => ErrorKind::Failed,
     };
     ErrorReply::new(kind, e.to_string())

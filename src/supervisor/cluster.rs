@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::state::InstId;
-use crate::config::{AppSpec, Diagnostic, ExecMode};
+use crate::config::{AppSpec, Diagnostic, ExecMode, ListenAddr};
 use crate::node::channel::{self, Event, Writer};
 use crate::node::shim;
 use crate::os::listen::{self, Listener, SharedPorts};
@@ -56,6 +56,8 @@ pub struct StopPlan {
 /// The sockets pmi holds for one app.
 #[derive(Debug, Default)]
 struct AppSockets {
+    /// The `listen` addresses these sockets are for (an apply may change them).
+    addrs: Vec<ListenAddr>,
     listeners: Vec<Listener>,
     /// A Node cluster app without `listen`: ports bound when an instance asks.
     shared: Option<SharedPorts>,
@@ -137,30 +139,58 @@ impl Cluster {
             self.apps.clear();
             return Err(errors);
         }
-        if apps.iter().any(|a| is_node_app(a)) {
-            match shim::memfd() {
-                Ok(fd) => self.preload = Some(fd),
-                Err(e) => tracing::warn!(
-                    "cannot create the Node preload ({e}): Node cluster apps bind their own ports"
-                ),
-            }
+        if apps.iter().any(|a| gets_preload(a)) {
+            self.make_preload();
         }
         Ok(())
     }
 
-    /// Binds one app's sockets unless they are bound already (also for apps added later).
+    /// Binds one app's sockets unless they are bound already (also for apps added later, and
+    /// when `pmi apply` changed `listen`: an address already held keeps its socket, so its
+    /// queue and the instances still on it are untouched).
     pub fn bind_app(&mut self, spec: &AppSpec) -> Result<(), String> {
-        if self.apps.contains_key(&spec.name) {
+        let share = spec.listen.is_empty() && gets_preload(spec);
+        let held = self.apps.get(&spec.name);
+        if held.is_some_and(|s| s.addrs == spec.listen && s.shared.is_some() == share) {
             return Ok(());
         }
-        let listeners = match listen::bind_all(&spec.listen) {
-            Ok(l) => l,
-            Err(e) => return Err(bind_error(spec, &e)),
+        let mut listeners = Vec::new();
+        for addr in &spec.listen {
+            let kept = held
+                .and_then(|s| s.listeners.iter().find(|l| l.addr == *addr))
+                .and_then(|l| l.fd.try_clone().ok());
+            let fd = match kept {
+                Some(fd) => fd,
+                None => listen::bind(addr).map_err(|e| bind_error(spec, &e))?,
+            };
+            let addr = addr.clone();
+            listeners.push(Listener { addr, fd });
+        }
+        let shared = match self.apps.remove(&spec.name).and_then(|s| s.shared) {
+            Some(s) if share => Some(s),
+            _ => share.then(SharedPorts::new),
         };
-        let shared = (spec.listen.is_empty() && gets_preload(spec)).then(SharedPorts::new);
-        self.apps
-            .insert(spec.name.clone(), AppSockets { listeners, shared });
+        let addrs = spec.listen.clone();
+        let sockets = AppSockets {
+            addrs,
+            listeners,
+            shared,
+        };
+        self.apps.insert(spec.name.clone(), sockets);
         Ok(())
+    }
+
+    /// The preload memfd, made once (an app added by `pmi apply` may be the first to need it).
+    fn make_preload(&mut self) {
+        if self.preload.is_some() {
+            return;
+        }
+        match shim::memfd() {
+            Ok(fd) => self.preload = Some(fd),
+            Err(e) => tracing::warn!(
+                "cannot create the Node preload ({e}): Node cluster apps bind their own ports"
+            ),
+        }
     }
 
     /// The app is gone: its sockets close (SPEC §9: they live as long as the app).
@@ -177,6 +207,9 @@ impl Cluster {
     ) -> std::io::Result<Prepared> {
         if let Err(e) = self.bind_app(spec) {
             return Err(std::io::Error::other(e));
+        }
+        if gets_preload(spec) {
+            self.make_preload();
         }
         let sockets = self.apps.get(&spec.name);
         let listeners: &[Listener] = sockets.map_or(&[], |s| &s.listeners);

@@ -131,3 +131,34 @@ fn a_bind_failure_names_the_file_line_app_and_field_and_binds_nothing() {
     assert!(e[0].contains("in use"), "{}", e[0]);
     assert!(c.apps.is_empty(), "all or nothing");
 }
+
+#[test]
+fn a_changed_listen_keeps_the_sockets_it_still_names_and_binds_the_new_ones() {
+    let a = ListenAddr::Tcp {
+        addr: "127.0.0.1:0".parse().unwrap(),
+    };
+    let b = ListenAddr::Tcp {
+        addr: "[::1]:0".parse().unwrap(),
+    };
+    let one = AppSpec {
+        listen: vec![a.clone()],
+        ..app("web")
+    };
+    let mut c = Cluster::new();
+    c.bind_app(&one).unwrap();
+    let port = |c: &Cluster, i: usize| c.apps["web"].listeners[i].local_addr().unwrap();
+    let before = port(&c, 0);
+    let two = AppSpec {
+        listen: vec![b, a],
+        ..app("web")
+    };
+    // ::1 may be missing in a container: then only the kept socket can be checked.
+    if c.bind_app(&two).is_ok() {
+        assert_eq!(port(&c, 1), before, "the same socket, not a new bind");
+        assert_eq!(c.apps["web"].addrs.len(), 2);
+    }
+    c.bind_app(&one).unwrap();
+    assert_eq!(port(&c, 0), before);
+    c.forget_app("web");
+    assert!(c.apps.is_empty());
+}

@@ -433,33 +433,26 @@ impl State {
         let Some(inst) = self.get(id) else { return };
         let spec = self.apps[inst.app].spec.clone();
         let Some(inst) = self.get_mut(id) else { return };
-        match inst.phase.clone() {
-            Phase::Running { pid, .. } => {
-                inst.phase = Phase::Stopping {
-                    pid,
-                    deadline: now.mono + spec.kill_timeout,
-                    killed: false,
-                    then,
-                };
-                out.push(Action::KillGroup {
-                    pgid: pid,
-                    sig: spec.kill_signal.0,
-                });
+        // Already stopping (or its leader gone and the group draining): only what follows
+        // changes. A removal (scale-down, an app dropped by `pmi apply`) is final: a restart
+        // asked for meanwhile (cron, memory, `pmi restart`) does not bring it back.
+        if let Phase::Stopping { then: t, .. } | Phase::Draining { then: t, .. } = &mut inst.phase {
+            if *t != Then::Remove {
+                *t = then;
             }
-            Phase::Stopping {
+            return;
+        }
+        if let Phase::Running { pid, .. } = inst.phase {
+            inst.phase = Phase::Stopping {
                 pid,
-                deadline,
-                killed,
-                ..
-            } => {
-                inst.phase = Phase::Stopping {
-                    pid,
-                    deadline,
-                    killed,
-                    then,
-                };
-            }
-            _ => {}
+                deadline: now.mono + spec.kill_timeout,
+                killed: false,
+                then,
+            };
+            out.push(Action::KillGroup {
+                pgid: pid,
+                sig: spec.kill_signal.0,
+            });
         }
     }
 
@@ -668,4 +661,4 @@ impl State {
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;

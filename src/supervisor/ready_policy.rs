@@ -215,27 +215,53 @@ impl State {
         }
     }
 
-    /// Start order facts of app `a` as they are now (not latched).
-    pub fn current_facts(&self, a: usize) -> AppFacts {
-        let insts: Vec<&Instance> = self.instances.iter().filter(|i| i.app == a).collect();
-        let running = |i: &Instance| {
-            matches!(
+    /// Start order facts of every app as they are now (not latched), in one pass over the
+    /// instances (this runs after every event).
+    pub fn current_facts(&self) -> Vec<AppFacts> {
+        #[derive(Clone, Copy)]
+        struct Acc {
+            any: bool,
+            started: bool,
+            ready: bool,
+            done: bool,
+            ok: bool,
+            errored: bool,
+        }
+        let mut acc = vec![
+            Acc {
+                any: false,
+                started: false,
+                ready: true,
+                done: true,
+                ok: true,
+                errored: false,
+            };
+            self.apps.len()
+        ];
+        for i in &self.instances {
+            let Some(a) = acc.get_mut(i.app) else {
+                continue;
+            };
+            let running = matches!(
                 i.phase,
                 Phase::Running { .. } | Phase::Stopping { .. } | Phase::Draining { .. }
-            )
-        };
-        let done = |i: &&Instance| i.phase == Phase::Stopped && i.last_exit.is_some();
-        AppFacts {
-            started: insts.iter().any(|i| running(i) || i.last_exit.is_some()),
-            ready: !insts.is_empty()
-                && insts.iter().all(|i| {
-                    matches!(i.phase, Phase::Running { .. })
-                        && i.tracker.as_ref().is_some_and(Tracker::is_ready)
-                }),
-            completed: (!insts.is_empty() && insts.iter().all(done))
-                .then(|| insts.iter().all(|i| i.last_exit.is_some_and(|e| !e.failed))),
-            errored: insts.iter().any(|i| i.phase == Phase::Errored),
+            );
+            a.any = true;
+            a.started |= running || i.last_exit.is_some();
+            a.ready &= matches!(i.phase, Phase::Running { .. })
+                && i.tracker.as_ref().is_some_and(Tracker::is_ready);
+            a.done &= i.phase == Phase::Stopped && i.last_exit.is_some();
+            a.ok &= i.last_exit.is_some_and(|e| !e.failed);
+            a.errored |= i.phase == Phase::Errored;
         }
+        acc.into_iter()
+            .map(|a| AppFacts {
+                started: a.started,
+                ready: a.any && a.ready,
+                completed: (a.any && a.done).then_some(a.ok),
+                errored: a.errored,
+            })
+            .collect()
     }
 
     /// Every autostart app is ready (a completed job counts); `Err`: the one-line reason of the
@@ -244,9 +270,7 @@ impl State {
         if self.shutting_down {
             return Err("pmi is shutting down".into());
         }
-        let facts: Vec<AppFacts> = (0..self.apps.len())
-            .map(|a| self.current_facts(a))
-            .collect();
+        let facts = self.current_facts();
         start_order::container_ready(self.apps.iter().zip(&facts).map(|(a, f)| {
             let f = AppFacts {
                 // A blocked app holds readiness back as an errored one does.
@@ -262,8 +286,7 @@ impl State {
         if self.apps.iter().all(|a| a.spec.depends_on.is_empty()) {
             return;
         }
-        for a in 0..self.apps.len() {
-            let cur = self.current_facts(a);
+        for (a, cur) in self.current_facts().into_iter().enumerate() {
             let f = &mut self.apps[a].facts;
             f.started |= cur.started;
             f.ready |= cur.ready;
@@ -342,6 +365,18 @@ impl State {
                 ));
             }
         }
+    }
+
+    /// New instances of an app with `depends_on` (`pmi apply`): they wait for the start order.
+    pub fn wait_for_order(&mut self, ids: &[InstId], now: Now) -> Vec<Action> {
+        let mut out = Vec::new();
+        for &id in ids {
+            if let Some(i) = self.get_mut(id).filter(|i| i.phase == Phase::Stopped) {
+                i.phase = Phase::Waiting;
+            }
+        }
+        self.after_event(now, &mut out);
+        out
     }
 
     /// An app is blocked by its start order (counts as errored for `pmi health`, auto-exit).

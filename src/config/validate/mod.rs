@@ -13,6 +13,7 @@ mod ids;
 mod listen;
 mod logs;
 mod process;
+mod ready;
 mod restart;
 mod settings;
 mod top;
@@ -127,18 +128,6 @@ struct Place {
     autorestart: bool,
 }
 
-/// The interpreter is node (pm2's ready message needs Node's IPC channel).
-fn is_node(interpreter: Option<&str>) -> bool {
-    interpreter
-        .and_then(|i| {
-            Path::new(i)
-                .file_name()?
-                .to_str()
-                .map(|f| f.starts_with("node"))
-        })
-        .unwrap_or(false)
-}
-
 struct Validator<'o> {
     d: Diags,
     base_dir: PathBuf,
@@ -238,18 +227,9 @@ impl Validator<'_> {
         let autostart = self
             .field(raw, "autostart", |_, n| units::boolean(n))
             .unwrap_or(true);
-        let label = raw.label.clone();
-        let ready = checks::ready(&mut self.d, &label, raw.get("ready"), wait_ready);
-        let health = checks::health(&mut self.d, &label, raw.get("health")).unwrap_or(None);
-        let watchdog = checks::watchdog(&mut self.d, &label, raw.get("watchdog")).unwrap_or(None);
-        let deps =
-            checks::depends_on(&mut self.d, &label, raw.get("depends_on")).unwrap_or_default();
+        let (ready, health, watchdog, deps) =
+            self.readiness(raw, wait_ready, p.interpreter.as_deref());
         self.notes(raw);
-        if let (Some(checks::ReadySpec::Message), Some(e)) = (&ready, raw.get("wait_ready")) {
-            if !is_node(p.interpreter.as_deref()) {
-                self.d.warn(e.key_pos, Some(&label), Some(&e.key), "`wait_ready` waits for Node's process.send('ready'), but this app does not run under node; it will be online only after listen_timeout. Use `ready: notify` (sd_notify) or a check such as `ready: {http: URL}`");
-            }
-        }
 
         let place = Place {
             name: p.name.clone(),
