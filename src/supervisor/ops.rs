@@ -109,6 +109,12 @@ impl State {
         match o {
             Ok(ids) => Ok(ids.iter().filter_map(|id| self.brief(*id)).collect()),
             Err(f) if f.name.is_empty() => Err(OpError::ShuttingDown),
+            // In place: the old process was stopped first, so this is a start that failed.
+            Err(f) if !f.old_serves => Err(OpError::DidNotStart {
+                name: f.name.clone(),
+                index: f.index,
+                why: f.why.clone(),
+            }),
             Err(f) => Err(OpError::ReloadFailed {
                 name: f.name.clone(),
                 index: f.index,

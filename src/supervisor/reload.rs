@@ -152,13 +152,14 @@ impl State {
                 Progress::Finished(o) => {
                     self.reloads.remove(i);
                     if let Err(f) = &o {
-                        out.push(Action::Note(
-                            Level::Warn,
-                            format!(
-                                "reload stopped at {}:{}: {}; the old instance keeps serving",
-                                f.name, f.index, f.why
-                            ),
-                        ));
+                        let old = if f.old_serves {
+                            "; the old instance keeps serving"
+                        } else {
+                            ""
+                        };
+                        let msg =
+                            format!("reload stopped at {}:{}: {}{old}", f.name, f.index, f.why);
+                        out.push(Action::Note(Level::Warn, msg));
                     }
                     self.reloads_done.push((r.id, o));
                     if self.reloads_done.len() > KEEP_FINISHED {
@@ -208,7 +209,7 @@ impl State {
                         r.step = None;
                         continue;
                     }
-                    Some(Err(why)) => return self.failed(r, step.old, why),
+                    Some(Err(why)) => return self.failed(r, step.old, why, false),
                 }
             }
             if step.retiring {
@@ -230,7 +231,7 @@ impl State {
                 }
                 Some(Err(why)) => {
                     // Named before it is removed.
-                    let end = self.failed(r, step.new, why);
+                    let end = self.failed(r, step.new, why, true);
                     self.retire(step.new, now, out);
                     return end;
                 }
@@ -239,7 +240,7 @@ impl State {
     }
 
     /// The reload ends at instance `at` with `why`; the rest of its queue is dropped.
-    fn failed(&self, r: &mut Reload, at: InstId, why: String) -> Progress {
+    fn failed(&self, r: &mut Reload, at: InstId, why: String, old_serves: bool) -> Progress {
         let (name, index) = self.label_of(at);
         r.step = None;
         r.queue.clear();
@@ -248,6 +249,7 @@ impl State {
             index,
             why,
             done: std::mem::take(&mut r.done),
+            old_serves,
         }))
     }
 
@@ -358,6 +360,7 @@ impl State {
                 index: 0,
                 why: "pmi is shutting down".into(),
                 done: r.done,
+                old_serves: false,
             };
             self.reloads_done.push((r.id, Err(f)));
         }

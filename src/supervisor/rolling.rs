@@ -17,6 +17,8 @@ pub struct ReloadFailure {
     pub why: String,
     /// The replacements that took over before it (their new pm_ids).
     pub done: Vec<u32>,
+    /// A rolling step: the old instance still serves. (An in-place reload had stopped it.)
+    pub old_serves: bool,
 }
 
 /// How a reload ended: the instances now serving (replacements and restarted ones), or the
