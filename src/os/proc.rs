@@ -12,6 +12,51 @@ pub struct Stat {
     pub rss_pages: u64,
 }
 
+/// The processes of group `pgid` and their command lines (`cmdline`, else `[comm]` for a
+/// process without one), in pid order: what a stop warning names before a SIGKILL.
+pub fn group_members(pgid: i32) -> Vec<(i32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(i32, String)> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| parse_stat(&s))
+                .is_some_and(|s| s.pgrp == pgid)
+        })
+        .map(|pid| (pid, command_of(pid)))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A short, printable command line of `pid` (at most `CMD_SHOWN` characters).
+pub fn command_of(pid: i32) -> String {
+    const CMD_SHOWN: usize = 80;
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut cmd: String = String::from_utf8_lossy(&raw)
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if cmd.is_empty() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        cmd = format!("[{}]", comm.trim_end());
+    }
+    let mut shown: String = cmd
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(CMD_SHOWN)
+        .collect();
+    if cmd.chars().count() > CMD_SHOWN {
+        shown.push('…');
+    }
+    shown
+}
+
 /// Parses one /proc/PID/stat line (the command name may hold spaces and parentheses).
 pub fn parse_stat(line: &str) -> Option<Stat> {
     let rest = line.get(line.rfind(')')? + 2..)?;
@@ -96,6 +141,17 @@ mod tests {
         assert_eq!(s.rss_pages, 250);
         assert!(parse_stat("garbage").is_none());
         assert!(parse_stat("1 (x)").is_none());
+    }
+
+    #[test]
+    fn own_group_lists_this_process_with_its_command() {
+        // SAFETY: getpgrp has no preconditions.
+        let g = unsafe { libc::getpgrp() };
+        let me = std::process::id() as i32;
+        let members = group_members(g);
+        let mine = members.iter().find(|(p, _)| *p == me).expect("listed");
+        assert!(!mine.1.is_empty() && !mine.1.contains('\0'));
+        assert!(group_members(i32::MAX).is_empty());
     }
 
     #[test]

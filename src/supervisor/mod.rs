@@ -57,6 +57,22 @@ fn pid_file(spec: &config::AppSpec, id: InstId) -> Option<PathBuf> {
     Some(pf.with_file_name(name))
 }
 
+/// SIGKILLs a group after naming its members (read before the kill, while they exist).
+fn kill_leftovers(pgid: i32, level: Level, why: &str) {
+    let members = crate::os::proc::group_members(pgid);
+    let list: Vec<String> = members
+        .iter()
+        .map(|(pid, cmd)| format!("{pid} ({cmd})"))
+        .collect();
+    match level {
+        Level::Info if members.is_empty() => {}
+        Level::Info => tracing::info!("{why}: {}", list.join(", ")),
+        Level::Warn if members.is_empty() => tracing::warn!("{why}"),
+        Level::Warn => tracing::warn!("{why}: {}", list.join(", ")),
+    }
+    signals::kill_group(pgid, libc::SIGKILL);
+}
+
 /// The one owner of all run-time state; `run` consumes it.
 pub struct Supervisor {
     state: State,
@@ -279,6 +295,7 @@ impl Supervisor {
                     Action::KillGroup { pgid, sig } => {
                         signals::kill_group(pgid, sig);
                     }
+                    Action::KillLeftovers { pgid, level, why } => kill_leftovers(pgid, level, &why),
                     Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
                     Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
                     Action::Finish { code } => finish = Some(code),

@@ -262,10 +262,9 @@ fn shutdown_sends_kill_signal_then_escalates_and_exits_1() {
         .any(|a| matches!(a, Action::Finish { .. })));
     let now = c.advance(900);
     let acts = st.on_tick(now);
-    assert!(acts.contains(&Action::KillGroup {
-        pgid: p0,
-        sig: libc::SIGKILL
-    }));
+    assert!(acts.iter().any(
+        |a| matches!(a, Action::KillLeftovers { pgid, level: Level::Warn, .. } if *pgid == p0)
+    ));
     let acts = exit(p0, ExitStatus::Signal(libc::SIGKILL), c.advance(1), &mut st);
     assert!(acts.contains(&Action::Finish { code: 1 }), "{acts:?}");
 }
@@ -425,28 +424,46 @@ fn spawn_failure_is_an_exit_with_127() {
     assert_eq!(st.get(0).unwrap().phase, Phase::Errored);
 }
 
+/// Leftovers of a stopped leader's group are killed at once; the stop is clean when the leader
+/// ended within kill_timeout, and unclean only when the deadline forced it.
 #[test]
-fn a_stopped_leaders_group_keeps_its_kill_timeout() {
-    let mut c = Clock::new();
-    let (mut st, _) = started(vec![app("a")], c.0);
-    let p = pid_of(&st, 0);
-    st.on_signal(libc::SIGTERM, c.0);
-    let acts = st.on_exit(p, ExitStatus::Code(0), c.advance(100));
-    assert!(!acts
-        .iter()
-        .any(|a| matches!(a, Action::Finish { .. } | Action::KillGroup { .. })));
-    assert_eq!(st.draining(), vec![(0, p)]);
-    assert!(st
-        .on_tick(c.advance(1000))
-        .iter()
-        .all(|a| !matches!(a, Action::KillGroup { .. })));
-    let acts = st.on_tick(c.advance(500));
-    assert!(acts.contains(&Action::KillGroup {
-        pgid: p,
-        sig: libc::SIGKILL
-    }));
-    let acts = st.on_group_empty(0, c.advance(1));
-    assert!(acts.contains(&Action::Finish { code: 1 }), "{acts:?}");
+fn a_stopped_leaders_group_is_killed_at_once_and_the_stop_counts_as_clean() {
+    // (leader exits after ms, kill_timeout ms, pmi's exit code)
+    let table = [
+        (100, 1600, 0),
+        (1599, 1600, 0),
+        (10, 50, 0),
+        (1700, 1600, 1),
+    ];
+    for (exit_after, timeout, code) in table {
+        let mut c = Clock::new();
+        let mut a = app("a");
+        a.kill_timeout = Duration::from_millis(timeout);
+        let (mut st, _) = started(vec![a], c.0);
+        let p = pid_of(&st, 0);
+        st.on_signal(libc::SIGTERM, c.0);
+        let mut acts = st.on_tick(c.advance(exit_after));
+        acts.extend(st.on_exit(p, ExitStatus::Code(0), c.0));
+        let killed_rest = acts.iter().any(
+            |a| matches!(a, Action::KillLeftovers { pgid, level: Level::Info, .. } if *pgid == p),
+        );
+        assert!(
+            killed_rest || exit_after > timeout,
+            "{exit_after}: {acts:?}"
+        );
+        assert!(!acts.iter().any(|a| matches!(a, Action::Finish { .. })));
+        assert_eq!(st.draining(), vec![(0, p)]);
+        // The group stays empty-pending without any further kill, however long it takes.
+        assert!(st
+            .on_tick(c.advance(10 * timeout))
+            .iter()
+            .all(|a| !matches!(a, Action::KillGroup { .. } | Action::KillLeftovers { .. })));
+        let acts = st.on_group_empty(0, c.advance(1));
+        assert!(
+            acts.contains(&Action::Finish { code }),
+            "{exit_after}: {acts:?}"
+        );
+    }
 }
 
 #[test]

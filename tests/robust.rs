@@ -1,0 +1,100 @@
+//! Robustness of the supervisor, the control socket and the OS side (issues 13 and 14): clean
+//! stops of shell apps, probes no follower can lock out, a second supervisor, socket fallbacks,
+//! big status answers, frozen apps, and what a killed pmi leaves behind. pmi runs as PID 1 of a
+//! new PID namespace (or plainly where the test says so); every wait has a deadline.
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+
+/// A shell app whose background `sleep` ignores SIGINT (POSIX, for a non-interactive shell's
+/// background jobs), so only its leader stops on pm2's default kill signal.
+fn shell_worker(kill_timeout: &str) -> String {
+    format!(
+        "apps:\n  - name: worker\n    script: sh\n    args: [\"-c\", \"sleep 30 & wait\"]\n    kill_timeout: {kill_timeout}\n"
+    )
+}
+
+/// How many `sleep` processes run under pmi (`pmi_pid`, host view).
+fn sleeps(pmi_pid: i32) -> usize {
+    descendants(pmi_pid)
+        .into_iter()
+        .filter_map(proc_info)
+        .filter(|p| p.comm == "sleep")
+        .count()
+}
+
+#[test]
+fn a_shell_whose_background_job_ignores_sigint_stops_cleanly_at_once() {
+    let sb = Sandbox::new();
+    let file = sb.write("apps.yaml", &shell_worker("5s"));
+    for run in 0..5 {
+        let mut pmi = sb.pid1([&file]).start();
+        let pid = pmi.pid;
+        pmi.wait_for("the background sleep", wait_time(), || sleeps(pid) > 0);
+        let t = Instant::now();
+        pmi.send(libc::SIGTERM);
+        let code = pmi.wait_exit(wait_time());
+        let took = t.elapsed();
+        assert_eq!(code, 0, "run {run}: a clean stop exits 0\n{}", pmi.stderr());
+        // The leftover sleep is killed once the shell is gone, not after the 5 s kill_timeout.
+        assert!(took < secs(3.0), "run {run}: stop took {took:?}");
+        let err = pmi.stderr();
+        assert!(!err.contains("did not stop"), "run {run}: {err}");
+        assert!(
+            err.contains("what is left of its group") && err.contains("(sleep 30)"),
+            "run {run}: the leftover is named with its pid and command: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_leader_that_outlives_its_kill_timeout_is_a_kill_that_names_the_group() {
+    let sb = Sandbox::new();
+    let yaml = "apps:\n  - name: stubborn\n    script: sh\n    args: [\"-c\", \"trap '' INT TERM; sleep 30 & wait; wait\"]\n    kill_timeout: 300ms\n";
+    let file = sb.write("apps.yaml", yaml);
+    let mut pmi = sb.pid1([&file]).start();
+    let pid = pmi.pid;
+    pmi.wait_for("the background sleep", wait_time(), || sleeps(pid) > 0);
+    pmi.send(libc::SIGTERM);
+    assert_eq!(pmi.wait_exit(wait_time()), 1, "{}", pmi.stderr());
+    let err = pmi.stderr();
+    let warn = err
+        .lines()
+        .find(|l| l.contains("did not stop within its kill_timeout"))
+        .unwrap_or_else(|| panic!("no kill warning: {err}"));
+    assert!(
+        warn.contains("(sleep 30)") && warn.contains("(sh -c"),
+        "the warning names every member: {warn}"
+    );
+}
+
+/// The issue's must-show: the project's own example stops with exit 0, 20 runs in a row.
+#[test]
+fn the_examples_stop_with_exit_0_twenty_times_in_a_row() {
+    let sb = Sandbox::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    sb.mkdir("examples");
+    for f in ["apps.yaml", "worker.sh"] {
+        let text = std::fs::read_to_string(root.join("examples").join(f)).unwrap();
+        sb.write(&format!("examples/{f}"), &text);
+    }
+    let started = Instant::now();
+    for run in 0..20 {
+        let mut pmi = sb.pid1(["examples/apps.yaml"]).start();
+        let (pid, out) = (pmi.pid, pmi.stdout_path().to_path_buf());
+        pmi.wait_for("ticker and both workers", wait_time(), || {
+            let out = std::fs::read_to_string(&out).unwrap_or_default();
+            out.contains("tick ")
+                && out.contains("worker 0: job 1 done")
+                && out.contains("worker 1: job 1 done")
+                && sleeps(pid) >= 3
+        });
+        pmi.send(libc::SIGTERM);
+        let code = pmi.wait_exit(wait_time());
+        assert_eq!(code, 0, "run {run} of 20\n{}", pmi.stderr());
+    }
+    eprintln!("20 runs in {:?}", started.elapsed());
+}
