@@ -4,6 +4,7 @@
 //! what to do; these functions do it and report the outcome as data.
 
 pub mod cgroup;
+pub mod pdeath;
 pub mod pid1;
 pub mod proc;
 pub mod reap;

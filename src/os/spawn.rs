@@ -85,10 +85,16 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     // Copied into the closure: the child may not allocate.
     let groups: Vec<libc::gid_t> = req.groups.to_vec();
     let nofile = super::pid1::original_nofile();
+    let pmi_pid = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (setpgid, tcsetpgrp, sigaction, sigprocmask, setgroups, setgid, setuid); it allocates nothing.
+    // (setpgid, tcsetpgrp, sigaction, sigprocmask, setgroups, setgid, setuid, prctl, getppid);
+    // it allocates nothing.
     unsafe {
-        cmd.pre_exec(move || child_setup(foreground, uid, gid, &groups, nofile));
+        cmd.pre_exec(move || {
+            child_setup(foreground, uid, gid, &groups, nofile)?;
+            // After setuid, which would clear it.
+            super::pdeath::arm(pmi_pid)
+        });
     }
     let mut child = cmd.spawn().map_err(|e| exec_error(&program_name, &e))?;
     let pid = child.id() as i32;
