@@ -98,3 +98,93 @@ fn the_examples_stop_with_exit_0_twenty_times_in_a_row() {
     }
     eprintln!("20 runs in {:?}", started.elapsed());
 }
+
+/// A client verb run from the host against the sandbox's socket (`PMI_SOCKET`, as the harness
+/// starts pmi with it).
+fn cli(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(pmi_bin())
+        .args(args)
+        .env("PMI_SOCKET", sb.path("pmi.sock"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the pmi client")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The host pid of the first process under pmi whose comm is `comm`.
+fn find(pmi_pid: i32, comm: &str) -> Option<i32> {
+    descendants(pmi_pid)
+        .into_iter()
+        .filter_map(proc_info)
+        .find(|p| p.comm == comm)
+        .map(|p| p.pid)
+}
+
+#[test]
+fn a_frozen_app_shows_as_paused_and_still_stops_gracefully() {
+    let sb = Sandbox::new();
+    let app = App::new(
+        "frozen",
+        &["sigecho", &sb.p("sig.txt"), "--exit-on", "INT"],
+    )
+    .set("kill_timeout", "5s");
+    let mut pmi = sb.start_apps(&[app], &[]);
+    pmi.wait_for("sigecho ready", wait_time(), || {
+        sb.exists("sig.txt") && sb.read("sig.txt").contains("ready")
+    });
+    let pid = pmi.pid;
+    let mut app_pid = None;
+    pmi.wait_for("the app's process", wait_time(), || {
+        app_pid = find(pid, "pmi-testkit");
+        app_pid.is_some()
+    });
+    let app_pid = app_pid.unwrap();
+    // SAFETY: plain kill(2) of the test's own grandchild.
+    unsafe { libc::kill(app_pid, libc::SIGSTOP) };
+    pmi.wait_for("the app to be stopped", wait_time(), || {
+        proc_info(app_pid).is_some_and(|p| p.state == 'T')
+    });
+    let table = text(&cli(&sb, &["status"]));
+    assert!(table.contains("online (paused)"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&cli(&sb, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["instances"][0]["paused"], true, "{json}");
+    assert_eq!(json["instances"][0]["status"], "online", "{json}");
+    let t = Instant::now();
+    pmi.send(libc::SIGTERM);
+    assert_eq!(pmi.wait_exit(wait_time()), 0, "{}", pmi.stderr());
+    assert!(t.elapsed() < secs(4.0), "stopped in {:?}", t.elapsed());
+    let rec = sb.read("sig.txt");
+    assert!(rec.contains("INT") && rec.contains("bye"), "{rec}");
+}
+
+#[test]
+fn a_sigkilled_pmi_that_is_not_pid_1_takes_its_apps_with_it() {
+    let sb = Sandbox::new();
+    let apps: Vec<App> = (0..3)
+        .map(|i| App::new(&format!("a{i}"), &["sleep"]))
+        .collect();
+    let mut pmi = sb.apps_launch(false, &apps, &[]).start();
+    let pid = pmi.pid;
+    let mut kids = Vec::new();
+    pmi.wait_for("three apps", wait_time(), || {
+        kids = children_of(pid)
+            .into_iter()
+            .filter(|p| proc_info(*p).is_some_and(|i| i.comm == "pmi-testkit"))
+            .collect();
+        kids.len() == 3
+    });
+    pmi.send(libc::SIGKILL);
+    wait_until("pmi to die", wait_time(), || pmi.exited().is_some());
+    wait_until("every app to be gone", wait_time(), || {
+        kids.iter()
+            .all(|p| proc_info(*p).is_none_or(|i| i.state == 'Z'))
+    });
+}

@@ -80,7 +80,12 @@ pub fn table(rows: &[InstanceRow], color: bool) -> String {
                     "0".into()
                 },
                 r.restarts.to_string(),
-                r.status.as_str().to_string(),
+                if r.paused {
+                    // A SIGSTOPped process: pmi still supervises it, but it runs no code.
+                    format!("{} (paused)", r.status.as_str())
+                } else {
+                    r.status.as_str().to_string()
+                },
                 cpu(r.cpu_percent),
                 bytes(r.memory_bytes),
             ]
@@ -294,6 +299,7 @@ mod tests {
             last_exit: None,
             exec_mode: "fork".into(),
             cron_next: None,
+            paused: false,
         }
     }
 

@@ -5,6 +5,9 @@
 /// Fields of /proc/PID/stat that pmi uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
+    pub pid: i32,
+    /// The state letter: `R`, `S`, `D`, `T` (stopped by a signal), `Z` ...
+    pub state: char,
     pub pgrp: i32,
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
@@ -59,10 +62,13 @@ pub fn command_of(pid: i32) -> String {
 
 /// Parses one /proc/PID/stat line (the command name may hold spaces and parentheses).
 pub fn parse_stat(line: &str) -> Option<Stat> {
+    let pid = line.split(' ').next()?.parse().ok()?;
     let rest = line.get(line.rfind(')')? + 2..)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) ... rss(21).
     Some(Stat {
+        pid,
+        state: f.first()?.chars().next()?,
         pgrp: f.get(2)?.parse().ok()?,
         cpu_ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
         rss_pages: f.get(21)?.parse().ok()?,
@@ -111,6 +117,8 @@ pub fn clock_ticks() -> u64 {
 pub struct GroupUsage {
     pub cpu_ticks: u64,
     pub rss_bytes: u64,
+    /// The group's leader (the instance's own process) is stopped by a signal (SIGSTOP, SIGTSTP).
+    pub leader_stopped: bool,
 }
 
 /// Usage of each of `pgids`, from one pass over /proc (groups with no process are absent).
@@ -124,6 +132,9 @@ pub fn group_usage(pgids: &[i32]) -> std::collections::HashMap<i32, GroupUsage> 
         let u: &mut GroupUsage = out.entry(s.pgrp).or_default();
         u.cpu_ticks += s.cpu_ticks;
         u.rss_bytes += s.rss_pages * page;
+        if s.pid == s.pgrp && s.state == 'T' {
+            u.leader_stopped = true;
+        }
     }
     out
 }
@@ -136,6 +147,7 @@ mod tests {
     fn parses_names_with_spaces_and_parens() {
         let line = "42 (my (odd) app) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000000 250 18446744073709551615";
         let s = parse_stat(line).unwrap();
+        assert_eq!((s.pid, s.state), (42, 'S'));
         assert_eq!(s.pgrp, 42);
         assert_eq!(s.cpu_ticks, 10);
         assert_eq!(s.rss_pages, 250);

@@ -56,6 +56,9 @@ pub struct InstanceRow {
     pub last_exit: Option<ExitInfo>,
     pub exec_mode: String,
     pub cron_next: Option<u64>,
+    /// The process is stopped by a signal (SIGSTOP): online for pmi, but frozen.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// `pmi describe`: one app and the instances the target selected.

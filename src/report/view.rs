@@ -75,6 +75,7 @@ pub fn row(i: &InstanceStatus, usage: &HashMap<i32, Usage>, now_ms: u64) -> Inst
         last_exit: i.last_exit.clone(),
         exec_mode: i.exec_mode.clone(),
         cron_next: i.cron_next,
+        paused: u.paused,
     }
 }
 
@@ -301,6 +302,7 @@ pub(crate) mod tests {
             Usage {
                 cpu_percent: 1.5,
                 memory_bytes: 4096,
+                ..Usage::default()
             },
         );
         let r = status_report(&s, &s.instances.iter().collect::<Vec<_>>(), &usage, 3_000);

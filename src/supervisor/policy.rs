@@ -427,6 +427,14 @@ impl State {
                     pgid: pid,
                     sig: spec.kill_signal.0,
                 });
+                // A frozen (SIGSTOPped) process handles its stop signal only once it runs again,
+                // as systemd and s6 do; for a running one SIGCONT is a no-op.
+                if spec.kill_signal.0 != libc::SIGCONT {
+                    out.push(Action::KillGroup {
+                        pgid: pid,
+                        sig: libc::SIGCONT,
+                    });
+                }
             }
             Phase::Stopping {
                 pid,

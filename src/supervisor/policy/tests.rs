@@ -397,7 +397,7 @@ fn scale_takes_lowest_free_index_and_removes_highest() {
     assert_eq!(gone.len(), 2);
     assert_eq!(
         acts.iter()
-            .filter(|a| matches!(a, Action::KillGroup { .. }))
+            .filter(|a| matches!(a, Action::KillGroup { sig, .. } if *sig == libc::SIGINT))
             .count(),
         2
     );
@@ -483,4 +483,18 @@ fn all_names_nothing_but_is_no_error_after_every_instance_was_scaled_away() {
     assert_eq!(st.resolve(&crate::api::Target::All), Ok(vec![]));
     assert_eq!(st.resolve(&crate::api::Target::parse("w")), Ok(vec![]));
     assert!(st.resolve(&crate::api::Target::parse("nope")).is_err());
+}
+
+#[test]
+fn a_stop_sends_sigcont_after_the_kill_signal_so_a_frozen_app_can_stop() {
+    let c = Clock::new();
+    let (mut st, _) = started(vec![app("a")], c.0);
+    let p = pid_of(&st, 0);
+    let acts = st.stop_ids(&[0], c.0);
+    let at = |sig| {
+        acts.iter()
+            .position(|a| *a == Action::KillGroup { pgid: p, sig })
+            .unwrap_or_else(|| panic!("no signal {sig}: {acts:?}"))
+    };
+    assert!(at(libc::SIGINT) < at(libc::SIGCONT), "{acts:?}");
 }
