@@ -188,3 +188,94 @@ fn a_sigkilled_pmi_that_is_not_pid_1_takes_its_apps_with_it() {
             .all(|p| proc_info(*p).is_none_or(|i| i.state == 'Z'))
     });
 }
+
+#[test]
+fn a_second_supervisor_on_the_same_socket_refuses_and_starts_nothing() {
+    let sb = Sandbox::new();
+    let first = App::new("first", &["sleep"]);
+    let mut pmi = sb.start_apps(&[first], &[]);
+    pmi.wait_for("the first pmi's socket", wait_time(), || {
+        cli(&sb, &["health"]).status.success()
+    });
+    let second = App::new("second", &["record-start", &sb.p("second-started")]);
+    let file = sb.write("second.yaml", &apps_yaml(&[second]));
+    for pid1 in [true, false] {
+        let launch = if pid1 { sb.pid1([&file]) } else { sb.plain([&file]) };
+        let ran = launch.run();
+        assert_eq!(ran.code, 2, "{}", ran.stderr);
+        let want = format!(
+            "pmi is already running (pid 1, socket {}); use `pmi status`, `pmi apply`",
+            sb.p("pmi.sock")
+        );
+        assert!(ran.stderr.contains(&want), "{}", ran.stderr);
+        assert!(!sb.exists("second-started"), "the second pmi started an app");
+    }
+    let table = text(&cli(&sb, &["status"]));
+    assert!(table.contains("first") && !table.contains("second"), "{table}");
+    pmi.assert_running("after the second pmi");
+}
+
+/// Kills a process group when dropped.
+struct GroupGuard(i32);
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) of the group this test started.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
+/// /run and /tmp unusable (a read-only tmpfs on /run, /tmp remounted read-only) in pmi's own
+/// mount namespace: the socket goes to /dev/shm/pmi-<uid> (a fresh tmpfs there), pmi says so,
+/// and a client with no PMI_SOCKET finds it.
+#[test]
+fn with_run_and_tmp_read_only_the_socket_falls_back_to_dev_shm() {
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let file = sb.write("apps.yaml", &apps_yaml(&[App::new("app", &["sleep"])]));
+    let script = format!(
+        "set -e; mount -t tmpfs -o ro tmpfs /run; mount --bind /tmp /tmp; mount -o remount,bind,ro /tmp; mount -t tmpfs tmpfs /dev/shm; exec {} {}",
+        pmi_bin().display(),
+        file.display()
+    );
+    let err = sb.path("ns.stderr");
+    let mut child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
+        .arg(&script)
+        .env_remove("PMI_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _guard = GroupGuard(child.id() as i32);
+    let mut pid = 0;
+    wait_until("pmi in its namespace", wait_time(), || {
+        pid = descendants(child.id() as i32)
+            .into_iter()
+            .find(|p| proc_info(*p).is_some_and(|i| i.comm == "pmi"))
+            .unwrap_or(0);
+        pid > 0
+    });
+    let health = || {
+        std::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-p", "-m", "--"])
+            .arg(pmi_bin())
+            .arg("health")
+            .env_remove("PMI_SOCKET")
+            .output()
+            .unwrap()
+    };
+    wait_until("pmi health inside the namespace", wait_time(), || {
+        health().status.success()
+    });
+    let said = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        said.contains("control socket: /dev/shm/pmi-0/pmi.sock"),
+        "{said}"
+    );
+    // SAFETY: plain kill(2) of the pmi this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "{}", std::fs::read_to_string(&err).unwrap());
+}

@@ -1,6 +1,7 @@
 //! The control server: a Unix socket inside pmi that answers the verbs.
 //!
-//! `bind` makes the socket (default `/run/pmi/pmi.sock`, else `/tmp/pmi-<uid>/pmi.sock`), probing a
+//! `bind` makes the socket (default `/run/pmi/pmi.sock`, else `/tmp/pmi-<uid>/pmi.sock`, else
+//! `/dev/shm/pmi-<uid>/pmi.sock`), probing a
 //! stale one first; `serve` accepts connections, checks each peer's credentials, and answers
 //! requests: reads from the snapshot, mutations through the supervisor's inbox (answered with the
 //! supervisor's reply, i.e. after the effect). Invariant: no client can block, crash or slow the
@@ -24,7 +25,7 @@ use super::proto::{
     self, ErrorKind, ErrorReply, FrameError, LogLine, Request, Response, Stream, PROTOCOL_VERSION,
 };
 
-use super::socket::{connect_once, fallback_socket, DEFAULT_SOCKET};
+use super::socket::{connect_once, server_candidates};
 use crate::api::{Brief, ControlMsg, Handle, Op, OpError, Target};
 use crate::report::sample::{Sampler, Usage};
 use crate::report::view;
@@ -75,14 +76,15 @@ pub fn bind(path: Option<&Path>, socket_group: Option<&str>) -> Result<Listener,
     if let Some(p) = path {
         return bind_at(p, group, false).map_err(BindError::message);
     }
-    match bind_at(Path::new(DEFAULT_SOCKET), group, true) {
-        Ok(l) => Ok(l),
-        Err(BindError::Fatal(m)) => Err(m),
-        Err(BindError::Unusable(first)) => {
-            let fb = fallback_socket(nix::unistd::geteuid().as_raw());
-            bind_at(&fb, group, true).map_err(|e| format!("{first}; and {}", e.message()))
+    let mut why = Vec::new();
+    for p in server_candidates(None, nix::unistd::geteuid().as_raw()) {
+        match bind_at(&p, group, true) {
+            Ok(l) => return Ok(l),
+            Err(BindError::Fatal(m)) => return Err(m),
+            Err(BindError::Unusable(m)) => why.push(m),
         }
     }
+    Err(why.join("; and "))
 }
 
 fn group_id(g: &str) -> Result<u32, String> {
