@@ -501,7 +501,8 @@ fn read_only_with_tmpfs_run_as_a_user_keeps_a_socket_in_dev_shm() {
     let o = ctr.exec(&["pmi", "health"]);
     assert!(o.status.success(), "pmi health: {}", text(&o));
     assert!(
-        ctr.logs().contains("control socket: /dev/shm/pmi-1000/pmi.sock"),
+        ctr.logs()
+            .contains("control socket: /dev/shm/pmi-1000/pmi.sock"),
         "pmi says where its socket is: {}",
         ctr.logs()
     );

@@ -130,11 +130,8 @@ fn find(pmi_pid: i32, comm: &str) -> Option<i32> {
 #[test]
 fn a_frozen_app_shows_as_paused_and_still_stops_gracefully() {
     let sb = Sandbox::new();
-    let app = App::new(
-        "frozen",
-        &["sigecho", &sb.p("sig.txt"), "--exit-on", "INT"],
-    )
-    .set("kill_timeout", "5s");
+    let app = App::new("frozen", &["sigecho", &sb.p("sig.txt"), "--exit-on", "INT"])
+        .set("kill_timeout", "5s");
     let mut pmi = sb.start_apps(&[app], &[]);
     pmi.wait_for("sigecho ready", wait_time(), || {
         sb.exists("sig.txt") && sb.read("sig.txt").contains("ready")
@@ -200,7 +197,11 @@ fn a_second_supervisor_on_the_same_socket_refuses_and_starts_nothing() {
     let second = App::new("second", &["record-start", &sb.p("second-started")]);
     let file = sb.write("second.yaml", &apps_yaml(&[second]));
     for pid1 in [true, false] {
-        let launch = if pid1 { sb.pid1([&file]) } else { sb.plain([&file]) };
+        let launch = if pid1 {
+            sb.pid1([&file])
+        } else {
+            sb.plain([&file])
+        };
         let ran = launch.run();
         assert_eq!(ran.code, 2, "{}", ran.stderr);
         let want = format!(
@@ -208,10 +209,16 @@ fn a_second_supervisor_on_the_same_socket_refuses_and_starts_nothing() {
             sb.p("pmi.sock")
         );
         assert!(ran.stderr.contains(&want), "{}", ran.stderr);
-        assert!(!sb.exists("second-started"), "the second pmi started an app");
+        assert!(
+            !sb.exists("second-started"),
+            "the second pmi started an app"
+        );
     }
     let table = text(&cli(&sb, &["status"]));
-    assert!(table.contains("first") && !table.contains("second"), "{table}");
+    assert!(
+        table.contains("first") && !table.contains("second"),
+        "{table}"
+    );
     pmi.assert_running("after the second pmi");
 }
 
@@ -239,7 +246,14 @@ fn with_run_and_tmp_read_only_the_socket_falls_back_to_dev_shm() {
     );
     let err = sb.path("ns.stderr");
     let mut child = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+        ])
         .arg(&script)
         .env_remove("PMI_SOCKET")
         .stdin(std::process::Stdio::null())
@@ -277,5 +291,72 @@ fn with_run_and_tmp_read_only_the_socket_falls_back_to_dev_shm() {
     // SAFETY: plain kill(2) of the pmi this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let st = child.wait().unwrap();
-    assert_eq!(st.code(), Some(0), "{}", std::fs::read_to_string(&err).unwrap());
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&err).unwrap()
+    );
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// 70 `pmi logs -f` whose readers die (a `docker exec` without -t whose client went away) and 70
+/// idle connections: `health` and `status` are still answered at once, and the followers end.
+#[test]
+fn dead_followers_and_idle_connections_never_lock_out_probes() {
+    use std::process::{Command, Stdio};
+    let sb = Sandbox::new();
+    let mut pmi = sb.start_apps(&[App::new("quiet", &["sleep"])], &[]);
+    pmi.wait_for("the socket", wait_time(), || {
+        cli(&sb, &["health"]).status.success()
+    });
+    let pid = pmi.pid;
+    let baseline = fd_count(pid);
+    let mut followers: Vec<std::process::Child> = (0..70)
+        .map(|_| {
+            Command::new(pmi_bin())
+                .args(["logs", "-f"])
+                .env("PMI_SOCKET", sb.path("pmi.sock"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // (One fd of the baseline may be the closing `health` connection above.)
+    pmi.wait_for("70 followers connected", wait_time(), || {
+        fd_count(pid) + 1 >= baseline + 70
+    });
+    // Their readers go away; nothing is ever written to them (the app is quiet).
+    for f in &mut followers {
+        drop(f.stdout.take());
+    }
+    wait_until("every follower client to exit", wait_time(), || {
+        followers
+            .iter_mut()
+            .all(|f| f.try_wait().unwrap().is_some())
+    });
+    pmi.wait_for("pmi's followers to end", wait_time(), || {
+        fd_count(pid) <= baseline
+    });
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..70)
+        .map(|_| std::os::unix::net::UnixStream::connect(sb.path("pmi.sock")).unwrap())
+        .collect();
+    for verb in [&["health"][..], &["status"][..], &["health", "--ready"][..]] {
+        let t = Instant::now();
+        let o = cli(&sb, verb);
+        assert!(o.status.success(), "pmi {verb:?}: {}", text(&o));
+        assert!(
+            t.elapsed() < secs(2.0),
+            "pmi {verb:?} took {:?}",
+            t.elapsed()
+        );
+    }
+    drop(idle);
 }

@@ -22,6 +22,8 @@ use crate::term::{err_line, out};
 pub const REACH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time for the answer to a read-only request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `logs --follow` checks, while no line comes, that its output still has a reader.
+const HANGUP_CHECK: Duration = Duration::from_millis(500);
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -295,8 +297,19 @@ fn follow(path: &Path, req: &Request, json: bool) -> Result<i32, ClientError> {
         }
     }
     loop {
+        // Whoever reads our output may be gone (a `docker exec` client without -t that died):
+        // then stop following, so that pmi's follower ends too.
+        match super::hangup::wait(&c.stream, HANGUP_CHECK) {
+            super::hangup::Seen::Nothing => continue,
+            super::hangup::Seen::HungUp => return Ok(exit::OK),
+            super::hangup::Seen::Readable => {}
+        }
         match c.read(None) {
-            Ok(Response::Log(l)) => out(&render::log_line(&l, json)),
+            Ok(Response::Log(l)) => {
+                if !super::hangup::write_out(&render::log_line(&l, json)) {
+                    return Ok(exit::OK);
+                }
+            }
             Ok(Response::Error(e)) => return Err(ClientError::Reply(e)),
             Ok(_) => {}
             // pmi exited: the stream is over.

@@ -9,10 +9,12 @@
 //! from an allowed peer.
 
 pub mod client;
+mod hangup;
 mod logsrc;
 pub mod proto;
 pub mod render;
 pub mod server;
+mod slots;
 pub mod socket;
 
 #[cfg(test)]

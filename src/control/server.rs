@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::timeout;
 
 use super::logsrc;
@@ -35,8 +35,8 @@ use crate::status::{InstanceStatus, Snapshot};
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that does not read its answer for this long is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more get a `busy` error.
-pub const MAX_CONNECTIONS: usize = 64;
+use super::slots::Slots;
+pub use super::slots::{MAX_CONNECTIONS, MAX_FOLLOWERS};
 
 /// A bound control socket, ready for `serve`.
 #[derive(Debug)]
@@ -215,6 +215,7 @@ struct Ctx {
     sampler: Arc<Mutex<Sampler>>,
     group: Option<u32>,
     me: u32,
+    slots: Slots,
 }
 
 /// Serves the socket until the task is dropped (the socket file goes with it). Never returns an
@@ -241,8 +242,8 @@ pub async fn serve(listener: Listener, handle: Handle) {
         sampler: Arc::new(Mutex::new(Sampler::default())),
         group: listener.group,
         me: nix::unistd::geteuid().as_raw(),
+        slots: Slots::default(),
     });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match sock.accept().await {
             Ok((s, _)) => s,
@@ -253,10 +254,10 @@ pub async fn serve(listener: Listener, handle: Handle) {
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some(permit) = ctx.slots.request_slot().await else {
             let busy = ErrorReply::new(
                 ErrorKind::Busy,
-                format!("pmi is busy: {MAX_CONNECTIONS} control connections are open; try again"),
+                format!("pmi is busy: {MAX_CONNECTIONS} control connections are being answered; try again"),
             );
             if let Ok(b) = proto::encode(&Response::Error(busy)) {
                 let _ = stream.try_write(&b);
@@ -265,8 +266,7 @@ pub async fn serve(listener: Listener, handle: Handle) {
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            connection(stream, &ctx).await;
-            drop(permit);
+            connection(stream, &ctx, permit).await;
         });
     }
 }
@@ -300,7 +300,33 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-async fn connection(stream: UnixStream, ctx: &Ctx) {
+/// Reads the next request, unless the connection is evicted meanwhile (every request slot taken
+/// and this one the longest idle): then it is told so and `None` ends it.
+async fn next_request<R, W>(
+    ctx: &Ctx,
+    rd: &mut R,
+    wr: &mut W,
+) -> Option<Result<Request, FrameError>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let ticket = ctx.slots.waiting();
+    tokio::select! {
+        r = read_request(rd) => Some(r),
+        _ = ticket.evicted.notified() => {
+            let msg = format!(
+                "closed: this connection was idle while all {MAX_CONNECTIONS} control connections were taken"
+            );
+            let _ = send(wr, &error(ErrorKind::Busy, msg)).await;
+            None
+        }
+    }
+}
+
+/// Serves one connection; `slot` is its request slot, exchanged for a follower slot by
+/// `logs --follow`.
+async fn connection(stream: UnixStream, ctx: &Ctx, slot: OwnedSemaphorePermit) {
     if !allowed(&stream, ctx) {
         let msg = "permission denied: the control socket is for root, pmi's own user and its socket_group";
         let (_, mut wr) = stream.into_split();
@@ -308,7 +334,10 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
         return;
     }
     let (mut rd, mut wr) = stream.into_split();
-    match read_request(&mut rd).await {
+    let Some(first) = next_request(ctx, &mut rd, &mut wr).await else {
+        return;
+    };
+    match first {
         Ok(Request::Hello { version }) if version == PROTOCOL_VERSION => {
             let hello = hello();
             if send(&mut wr, &hello).await.is_err() {
@@ -335,7 +364,10 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
         }
     }
     loop {
-        let req = match read_request(&mut rd).await {
+        let Some(next) = next_request(ctx, &mut rd, &mut wr).await else {
+            return;
+        };
+        let req = match next {
             Ok(r) => r,
             Err(e) => {
                 if let Some(reply) = frame_error(e) {
@@ -351,6 +383,15 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
             stream,
         } = req
         {
+            // Followers have their own cap: they never take a slot `health` or `status` needs.
+            let Some(_follower) = ctx.slots.follower_slot() else {
+                let msg = format!(
+                    "pmi is busy: {MAX_FOLLOWERS} `logs --follow` streams are open; try again"
+                );
+                let _ = send(&mut wr, &error(ErrorKind::Busy, msg)).await;
+                return;
+            };
+            drop(slot);
             follow_logs(ctx, &mut rd, &mut wr, target, lines, stream).await;
             return;
         }

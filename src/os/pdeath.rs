@@ -19,7 +19,14 @@ pub fn arm(pmi_pid: i32) -> io::Result<()> {
     }
     // SAFETY: prctl and getppid are async-signal-safe and take plain values.
     unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
             return Err(io::Error::last_os_error());
         }
         // pmi may have died between fork and prctl: then the child was already re-parented
