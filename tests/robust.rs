@@ -360,3 +360,42 @@ fn dead_followers_and_idle_connections_never_lock_out_probes() {
     }
     drop(idle);
 }
+
+/// `status`, `status --json` and `describe all` at sizes pmi accepts: an app at the instance
+/// maximum and 1500 more apps (not started: a row costs the same), several MiB of answer.
+#[test]
+fn status_and_describe_work_at_every_size_pmi_accepts() {
+    let sb = Sandbox::new();
+    let mut apps = vec![
+        App::new("running", &["sleep"]),
+        App::new("big", &["sleep"])
+            .set("instances", "4096")
+            .set("autostart", "false"),
+    ];
+    apps.extend(
+        (0..1500).map(|i| App::new(&format!("app{i}"), &["sleep"]).set("autostart", "false")),
+    );
+    let rows = 1 + 4096 + 1500;
+    let mut pmi = sb.start_apps(&apps, &[]);
+    pmi.wait_for("the socket", wait_time(), || {
+        cli(&sb, &["health"]).status.success()
+    });
+    let t = Instant::now();
+    let o = cli(&sb, &["status", "--json"]);
+    assert!(o.status.success(), "status --json: {}", text(&o));
+    assert!(o.stdout.len() > 2 << 20, "{} bytes", o.stdout.len());
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["instances"].as_array().map(Vec::len), Some(rows));
+    let o = cli(&sb, &["status"]);
+    assert!(o.status.success(), "status: {}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.lines().filter(|l| l.contains("stopped")).count() >= rows - 1);
+    let o = cli(&sb, &["describe", "all"]);
+    assert!(o.status.success(), "describe all: {}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("app1499"));
+    assert!(t.elapsed() < secs(20.0), "took {:?}", t.elapsed());
+    // Small answers are unchanged on the same connection type.
+    assert!(cli(&sb, &["status", "running"]).status.success());
+    pmi.send(libc::SIGTERM);
+    assert_eq!(pmi.wait_exit(wait_time()), 0);
+}

@@ -128,7 +128,7 @@ impl Connection {
 
     fn read_raw(&mut self, limit: Option<Duration>) -> Result<Response, FrameError> {
         self.stream.set_read_timeout(limit)?;
-        proto::read_frame(&mut self.stream)
+        proto::read_reply(&mut self.stream)
     }
 
     /// Reads one response; `None` waits without limit.

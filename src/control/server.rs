@@ -447,13 +447,14 @@ async fn read_request<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Request, Frame
         .unwrap_or(Err(FrameError::Timeout))
 }
 
-/// Writes one frame within `WRITE_TIMEOUT`. A reply too big for a frame becomes an error reply.
+/// Writes one answer within `WRITE_TIMEOUT`: a frame, or `part` frames for a big one; one over
+/// even `MAX_REPLY` becomes an error reply.
 async fn send<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Response) -> Result<(), FrameError> {
-    let bytes = match proto::encode(msg) {
+    let bytes = match proto::encode_reply(msg) {
         Ok(b) => b,
         Err(FrameError::TooLarge(n)) => proto::encode(&error(
             ErrorKind::FrameTooLarge,
-            format!("the answer ({n} bytes) is over the frame limit; ask for less"),
+            format!("the answer ({n} bytes) is over the answer limit; ask for less"),
         ))?,
         Err(e) => return Err(e),
     };
