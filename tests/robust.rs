@@ -399,3 +399,84 @@ fn status_and_describe_work_at_every_size_pmi_accepts() {
     pmi.send(libc::SIGTERM);
     assert_eq!(pmi.wait_exit(wait_time()), 0);
 }
+
+/// The words a user reads: `scale` says what changed, a memory restart names `app:N` and MiB,
+/// `pmi logs` puts the time before each line.
+#[test]
+fn scale_memory_restarts_and_logs_say_what_happened() {
+    let sb = Sandbox::new();
+    let apps = [
+        App::new("web", &["echo", "hello from web", "sleep"]).set("instances", "4"),
+        App::new(
+            "big",
+            &["record-start", &sb.p("big-starts"), "grow-mem", "48", "5"],
+        )
+        .set("max_memory_restart", "20M"),
+    ];
+    let file = sb.write(
+        "apps.yaml",
+        &format!("{}pmi:\n  memory_check_interval: 200ms\n", apps_yaml(&apps)),
+    );
+    let mut pmi = sb.pid1([&file]).start();
+    pmi.wait_for("the socket", wait_time(), || {
+        cli(&sb, &["health", "--ready"]).status.success()
+    });
+    let o = cli(&sb, &["scale", "web", "-3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "web: scaled 4 → 1 (removed web:1, web:2, web:3)\n"
+    );
+    let o = cli(&sb, &["scale", "web", "2"]);
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        said.starts_with("web: scaled 1 → 2 (added web:1 pid "),
+        "{said}"
+    );
+
+    pmi.wait_for("a memory restart", wait_time(), || {
+        pmi_said(&sb, "over its max_memory_restart")
+    });
+    let err = pmi.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.contains("max_memory_restart"))
+        .unwrap();
+    assert!(
+        line.contains("big:0 uses ")
+            && line.contains(" MiB, over its max_memory_restart of 20.0 MiB"),
+        "{line}"
+    );
+
+    let logs = String::from_utf8_lossy(&cli(&sb, &["logs", "web"]).stdout).into_owned();
+    let first = logs
+        .lines()
+        .find(|l| l.contains("hello from web"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    // `2026-12-02T06:13:52.123Z web:0 | hello from web`
+    let (ts, rest) = first.split_once(' ').unwrap();
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && chrono_like(ts),
+        "a time before each line: {first}"
+    );
+    assert!(rest.starts_with("web:"), "{first}");
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn chrono_like(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    [4, 7].iter().all(|i| b[*i] == b'-')
+        && b[10] == b'T'
+        && [13, 16].iter().all(|i| b[*i] == b':')
+        && b[19] == b'.'
+}
+
+/// Whether pmi's stderr (the harness writes it to `pmi-*.stderr` in the sandbox) has `needle`.
+fn pmi_said(sb: &Sandbox, needle: &str) -> bool {
+    std::fs::read_dir(sb.dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".stderr"))
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(needle)))
+}

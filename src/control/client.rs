@@ -176,6 +176,7 @@ pub fn run(cmd: Cmd, socket: Option<PathBuf>) -> Result<i32, Failure> {
     let path = socket_path(socket.as_deref());
     let code = match &req {
         Request::Logs { follow: true, .. } => follow(&path, &req, json)?,
+        Request::Scale { app, .. } => scale(&path, app, &req)?,
         _ => show(&req, request(&path, &req)?, json),
     };
     Ok(code)
@@ -282,6 +283,26 @@ fn verb(req: &Request) -> &'static str {
         Request::Scale { .. } => "scaled",
         Request::Signal { .. } => "signalled",
         _ => "done",
+    }
+}
+
+/// `pmi scale`: the app's instances before (same connection), the scale, and what changed.
+fn scale(path: &Path, app: &str, req: &Request) -> Result<i32, ClientError> {
+    let status = Request::Status {
+        target: Some(app.to_string()),
+    };
+    let mut c = Connection::open(path, &status)?;
+    let before = match c.answer(&status) {
+        Ok(Response::Status(r)) => r.instances,
+        // No instance left (scaled to 0 before): the scale itself says whether the app exists.
+        _ => Vec::new(),
+    };
+    match c.call(req)? {
+        Response::Done { instances } => {
+            out(&render::scaled(app, &before, &instances));
+            Ok(exit::OK)
+        }
+        other => Ok(show(req, other, false)),
     }
 }
 

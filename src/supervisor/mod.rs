@@ -274,9 +274,17 @@ impl Supervisor {
             })
             .collect();
         let mut out = Vec::new();
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         for (id, rss, limit) in over {
+            let name = self
+                .state
+                .get(id)
+                .map(|i| format!("{}:{}", self.state.apps[i.app].spec.name, i.index))
+                .unwrap_or_else(|| format!("id {id}"));
             tracing::warn!(
-                "instance {id} uses {rss} bytes, over max_memory_restart {limit}: restarting"
+                "{name} uses {:.1} MiB, over its max_memory_restart of {:.1} MiB: restarting",
+                mib(rss),
+                mib(limit)
             );
             out.extend(self.state.restart_all(&[id], now));
         }

@@ -89,10 +89,7 @@ impl State {
                 .iter()
                 .all(|id| self.get(*id).is_none_or(|i| !i.phase.is_active()))
                 .then(briefs),
-            Wait::Gone(ids) => ids
-                .iter()
-                .all(|id| self.get(*id).is_none())
-                .then(|| Ok(Vec::new())),
+            Wait::Gone(ids) => ids.iter().all(|id| self.get(*id).is_none()).then(briefs),
         }
     }
 }
