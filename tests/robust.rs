@@ -26,22 +26,27 @@ fn sleeps(pmi_pid: i32) -> usize {
         .count()
 }
 
+/// Runs `file` as PID 1 until a `sleep` runs under it, then sends SIGTERM: (exit code, stop
+/// time, pmi's stderr).
+fn stop_once_sleeping(sb: &Sandbox, file: &std::path::Path) -> (i32, std::time::Duration, String) {
+    let mut pmi = sb.pid1([file]).start();
+    let pid = pmi.pid;
+    pmi.wait_for("the background sleep", wait_time(), || sleeps(pid) > 0);
+    let t = Instant::now();
+    pmi.send(libc::SIGTERM);
+    let code = pmi.wait_exit(wait_time());
+    (code, t.elapsed(), pmi.stderr())
+}
+
 #[test]
 fn a_shell_whose_background_job_ignores_sigint_stops_cleanly_at_once() {
     let sb = Sandbox::new();
     let file = sb.write("apps.yaml", &shell_worker("5s"));
     for run in 0..5 {
-        let mut pmi = sb.pid1([&file]).start();
-        let pid = pmi.pid;
-        pmi.wait_for("the background sleep", wait_time(), || sleeps(pid) > 0);
-        let t = Instant::now();
-        pmi.send(libc::SIGTERM);
-        let code = pmi.wait_exit(wait_time());
-        let took = t.elapsed();
-        assert_eq!(code, 0, "run {run}: a clean stop exits 0\n{}", pmi.stderr());
+        let (code, took, err) = stop_once_sleeping(&sb, &file);
+        assert_eq!(code, 0, "run {run}: a clean stop exits 0\n{err}");
         // The leftover sleep is killed once the shell is gone, not after the 5 s kill_timeout.
         assert!(took < secs(3.0), "run {run}: stop took {took:?}");
-        let err = pmi.stderr();
         assert!(!err.contains("did not stop"), "run {run}: {err}");
         assert!(
             err.contains("what is left of its group") && err.contains("(sleep 30)"),
@@ -55,12 +60,8 @@ fn a_leader_that_outlives_its_kill_timeout_is_a_kill_that_names_the_group() {
     let sb = Sandbox::new();
     let yaml = "apps:\n  - name: stubborn\n    script: sh\n    args: [\"-c\", \"trap '' INT TERM; sleep 30 & wait; wait\"]\n    kill_timeout: 300ms\n";
     let file = sb.write("apps.yaml", yaml);
-    let mut pmi = sb.pid1([&file]).start();
-    let pid = pmi.pid;
-    pmi.wait_for("the background sleep", wait_time(), || sleeps(pid) > 0);
-    pmi.send(libc::SIGTERM);
-    assert_eq!(pmi.wait_exit(wait_time()), 1, "{}", pmi.stderr());
-    let err = pmi.stderr();
+    let (code, _, err) = stop_once_sleeping(&sb, &file);
+    assert_eq!(code, 1, "{err}");
     let warn = err
         .lines()
         .find(|l| l.contains("did not stop within its kill_timeout"))
