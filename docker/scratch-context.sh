@@ -37,5 +37,11 @@ cp "$apps" "$root/app/"
 for bin in "$@"; do
   cp "$bin" "$root/usr/local/bin/"
 done
-cp "$repo/docker/Dockerfile.scratch" "$out/Dockerfile"
+# The image runs the file it was given: CMD names it (Dockerfile.scratch's default is apps.yaml).
+name=$(basename "$apps")
+case $name in
+  *'"'*|*'\'*) echo "the apps file's name must not contain \" or \\: $name" >&2; exit 2 ;;
+esac
+grep -v '^CMD ' "$repo/docker/Dockerfile.scratch" > "$out/Dockerfile"
+printf 'CMD ["%s"]\n' "$name" >> "$out/Dockerfile"
 echo "build context ready: docker build -t IMAGE $out"

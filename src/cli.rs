@@ -5,10 +5,12 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::LogFormat;
 use crate::exit;
+
+mod pm2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,32 +38,55 @@ pub enum Cmd {
     /// List the instances (pm2's columns).
     #[command(visible_aliases = ["ls", "list"])]
     Status {
+        /// Print JSON instead of the table (schema in docs/status-json.md).
         #[arg(long)]
         json: bool,
+        /// all, an app name or namespace, name:N, or an id (default: all).
         target: Option<String>,
     },
     /// Everything about one app, except environment values.
     Describe {
+        /// all, an app name or namespace, name:N, or an id.
         target: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Start stopped instances.
-    Start { target: String },
+    Start {
+        /// all, an app name or namespace, name:N, or an id.
+        target: String,
+    },
     /// Stop instances gracefully.
-    Stop { target: String },
+    Stop {
+        /// all, an app name or namespace, name:N, or an id.
+        target: String,
+    },
     /// Restart instances; returns once the new processes run.
-    Restart { target: String },
+    Restart {
+        /// all, an app name or namespace, name:N, or an id.
+        target: String,
+    },
     /// Restart instances one at a time, so that some always serve.
-    Reload { target: String },
+    Reload {
+        /// all, an app name or namespace, name:N, or an id.
+        target: String,
+    },
     /// Set an app's instance count: N, +N or -N.
     Scale {
+        /// The app's name.
         app: String,
+        /// N (exactly), +N (more) or -N (fewer).
         #[arg(allow_hyphen_values = true)]
         count: String,
     },
     /// Send a signal to instances' process groups.
-    Signal { signal: String, target: String },
+    Signal {
+        /// A name (SIGUSR2, USR2) or a number.
+        signal: String,
+        /// all, an app name or namespace, name:N, or an id.
+        target: String,
+    },
     /// Show recent output, then optionally follow it.
     Logs(LogsArgs),
     /// Exec probe: exit 0 when healthy.
@@ -122,32 +147,56 @@ pub struct CheckArgs {
     /// Print the resolved apps as JSON (schema in docs/check-json.md).
     #[arg(long)]
     pub json: bool,
+    /// Judge the file alone: scripts, cwd, interpreters and users are not looked up (CI lint
+    /// before the build).
+    #[arg(long)]
+    pub file_only: bool,
+    /// Use the env_NAME blocks of the apps, as the supervisor's --env.
     #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
+    /// Check only these apps (comma-separated names or namespaces).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub only: Option<Vec<String>>,
+    /// The apps file (.yaml .yml .json .js .cjs).
     pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// No `--env`: conversion keeps every `env_<NAME>` block, so the flag would do nothing.
+    /// Refused with a hint: convert keeps every env_NAME block.
+    #[arg(long, value_name = "NAME", hide = true, value_parser = convert_refuses)]
+    pub env: Option<String>,
+    /// Refused with a hint: convert keeps every app.
+    #[arg(long, value_name = "A,B", hide = true, value_parser = convert_refuses)]
+    pub only: Option<String>,
+    /// The apps file to convert (.js .cjs .json .yaml).
     pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// all, an app name or namespace, name:N, or an id (default: all).
     pub target: Option<String>,
+    /// How many recent lines to show.
     #[arg(long, default_value_t = 15)]
     pub lines: usize,
+    /// Keep printing new lines as they come.
     #[arg(short, long)]
     pub follow: bool,
+    /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Only stderr lines.
     #[arg(long, conflicts_with = "out")]
     pub err: bool,
+    /// Only stdout lines.
     #[arg(long)]
     pub out: bool,
+}
+
+/// `pmi convert --env/--only`: a usage error that says where the choice belongs.
+fn convert_refuses(_: &str) -> Result<String, String> {
+    Err("convert keeps every app and every env_NAME block; choose at run time: `pmi --env NAME --only a,b apps.yaml`".into())
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -183,9 +232,53 @@ pub fn normalize(mut argv: Vec<OsString>) -> Vec<OsString> {
     argv
 }
 
+/// The top-level help's list of the supervisor options, made from `run`'s own arguments so that
+/// it cannot drift from them.
+fn supervisor_help() -> String {
+    let mut s =
+        String::from("Supervisor options (pmi [OPTIONS] <APPS_FILE>, pmi [OPTIONS] -- <CMD>):\n");
+    let cmd = Cli::command();
+    let Some(run) = cmd.find_subcommand("run") else {
+        return String::new();
+    };
+    for a in run.get_arguments().filter(|a| a.get_long().is_some()) {
+        let mut flag = match a.get_short() {
+            Some(c) => format!("-{c}, --{}", a.get_long().unwrap_or_default()),
+            None => format!("    --{}", a.get_long().unwrap_or_default()),
+        };
+        if let Some(v) = a.get_value_names().and_then(|v| v.first()) {
+            if a.get_action().takes_values() {
+                flag.push_str(&format!(" <{v}>"));
+            }
+        }
+        let mut help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+        if let Some(e) = a.get_env() {
+            help.push_str(&format!(" [env: {}]", e.to_string_lossy()));
+        }
+        s.push_str(&format!("  {flag:<26} {help}\n"));
+    }
+    s
+}
+
 /// Parses argv; on a usage error prints it and returns the exit code.
 pub fn parse(argv: Vec<OsString>) -> Result<Cli, i32> {
-    match Cli::try_parse_from(normalize(argv)) {
+    if let Some(msg) = pm2::hint(&argv) {
+        eprintln!("{msg}");
+        return Err(exit::USAGE);
+    }
+    let base = Cli::command();
+    let after = format!(
+        "{}\n\n{}",
+        base.get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default(),
+        supervisor_help()
+    );
+    let parsed = base
+        .after_help(after)
+        .try_get_matches_from(normalize(argv))
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match parsed {
         Ok(cli) => Ok(cli),
         Err(e) => {
             let _ = e.print();
@@ -222,6 +315,20 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_and_argument_has_help() {
+        let cmd = Cli::command();
+        let mut missing = Vec::new();
+        for sub in std::iter::once(&cmd).chain(cmd.get_subcommands()) {
+            for a in sub.get_arguments() {
+                if a.get_help().is_none() && !a.is_hide_set() {
+                    missing.push(format!("{} {}", sub.get_name(), a.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
     fn verbs_and_usage_errors() {
         assert!(matches!(
             parse(argv(&["pmi", "ls"])).unwrap().cmd,
@@ -251,6 +358,10 @@ mod tests {
         // `convert` keeps every env block: an `--env` there would be ignored, so it is refused.
         assert_eq!(
             parse(argv(&["pmi", "convert", "--env", "prod", "apps.yaml"])).unwrap_err(),
+            2
+        );
+        assert_eq!(
+            parse(argv(&["pmi", "convert", "--only", "a", "apps.yaml"])).unwrap_err(),
             2
         );
     }

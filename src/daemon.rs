@@ -31,10 +31,12 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> Result
         ..LoadOptions::new()
     };
     let loaded = config::load(file, &start_dir, &load_opts).map_err(|e| {
+        // Every problem at once: the warnings too (an unknown key is often the cause).
         let mut lines: Vec<String> = e
-            .diagnostics
+            .warnings
             .iter()
-            .map(|d| format!("pmi: error: {d}"))
+            .map(|w| format!("pmi: warning: {w}"))
+            .chain(e.diagnostics.iter().map(|d| format!("pmi: error: {d}")))
             .collect();
         lines.push(
             "pmi: nothing was started; fix the apps file (`pmi check FILE` validates it)".into(),

@@ -65,12 +65,14 @@ fn finish(r: Result<i32, Failure>) -> i32 {
     code
 }
 
-/// Diagnostics of a failed load, one per line.
-fn diagnostics(e: &crate::config::ConfigError, prefix: &str) -> String {
+/// The problems of a failed load, one per line: warnings first, then errors (every problem at
+/// once).
+fn diagnostics(e: &crate::config::ConfigError) -> String {
     let lines: Vec<String> = e
-        .diagnostics
+        .warnings
         .iter()
-        .map(|d| format!("{prefix}{d}"))
+        .map(|w| format!("warning: {w}"))
+        .chain(e.diagnostics.iter().map(|d| format!("error: {d}")))
         .collect();
     lines.join("\n")
 }
@@ -80,10 +82,12 @@ fn check(c: cli::CheckArgs) -> Result<i32, Failure> {
     let opts = crate::config::LoadOptions {
         env_name: c.env,
         only: c.only,
+        check_scripts: !c.file_only,
+        file_only: c.file_only,
         ..crate::config::LoadOptions::new()
     };
-    let loaded = crate::config::load(&c.file, &base, &opts)
-        .map_err(|e| Failure::Usage(diagnostics(&e, "error: ")))?;
+    let loaded =
+        crate::config::load(&c.file, &base, &opts).map_err(|e| Failure::Usage(diagnostics(&e)))?;
     for w in &loaded.warnings {
         err_line(&format!("warning: {w}"));
     }
@@ -101,13 +105,13 @@ fn check(c: cli::CheckArgs) -> Result<i32, Failure> {
 }
 
 fn convert(c: cli::ConvertArgs) -> Result<i32, Failure> {
+    // `--env`/`--only` never get here: the parser refuses them with a hint.
     let base = std::env::current_dir().unwrap_or_else(|_| "/".into());
-    let opts = crate::config::LoadOptions {
-        check_scripts: false,
-        ..crate::config::LoadOptions::new()
-    };
-    let yaml = crate::config::convert(&c.file, &base, &opts)
-        .map_err(|e| Failure::Usage(diagnostics(&e, "error: ")))?;
+    let (yaml, warnings) = crate::config::convert_with_warnings(&c.file, &base)
+        .map_err(|e| Failure::Usage(diagnostics(&e)))?;
+    for w in &warnings {
+        err_line(&format!("warning: {w}"));
+    }
     out(&yaml);
     Ok(exit::OK)
 }

@@ -10,10 +10,13 @@
 //! - The probes and `/status` share their rules and schema with the control socket
 //!   (`report::view::health`, `report::view::status_report`): `/livez` = `pmi health`,
 //!   `/readyz` = `pmi health --ready`, `/status` = `pmi status --json`.
-//! - Every connection is bounded: at most `MAX_CONNECTIONS` at once (the excess is answered 503
-//!   and closed), headers must arrive within `HEADER_TIMEOUT` and fit in `MAX_HEADER_BYTES`, a
+//! - Every connection is bounded: at most `MAX_CONNECTIONS` at once, headers must arrive within
+//!   `HEADER_TIMEOUT` and fit in `MAX_HEADER_BYTES`, a
 //!   whole connection lives at most `CONNECTION_DEADLINE`, and request bodies are never read (a
 //!   request with a body has its connection closed after the answer), so memory stays bounded.
+//! - Idle clients cannot starve a probe (`slots`): at the cap, a new connection evicts the oldest
+//!   one that is not being answered (idle, slowloris, keep-alive between requests). Only when
+//!   every slot is answering a request does a new client get 503 "too many connections".
 //! - The server runs on the supervisor's own single-threaded runtime: if the supervisor loop ever
 //!   stalled, the probes would stall with it and fail. That is what "the supervisor answers"
 //!   means for `/livez`.
@@ -30,7 +33,7 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE}
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::api::Handle;
 use crate::os::proc;
@@ -38,8 +41,13 @@ use crate::report::metrics::metrics;
 use crate::report::sample::Sampler;
 use crate::report::view;
 use crate::status::{InstanceStatus, Snapshot};
+use slots::{Busy, Slots};
 
-/// Connections served at once; more are answered 503 and closed at once.
+// Its own file (not `http/slots.rs`) so this module stays one file beside it.
+#[path = "http_slots.rs"]
+mod slots;
+
+/// Connections open at once; past it the oldest idle one is evicted (`slots`).
 pub const MAX_CONNECTIONS: usize = 32;
 /// A client must send its whole request head within this time (slowloris).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -135,7 +143,7 @@ pub async fn serve_snapshots(
     snapshot: watch::Receiver<Arc<Snapshot>>,
     limits: Limits,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Slots::new(limits.max_connections);
     let sampler = Arc::new(Mutex::new(Sampler::default()));
     loop {
         let (stream, _) = match listener.inner.accept().await {
@@ -147,8 +155,9 @@ pub async fn serve_snapshots(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            // Over the cap: one short answer into the empty send buffer, never waiting, then close.
+        let Some(slot) = take_slot(&slots, &stream).await else {
+            // Every slot is answering a request: one short answer into the empty send buffer,
+            // never waiting, then close.
             let _ = stream.try_write(BUSY);
             continue;
         };
@@ -156,12 +165,32 @@ pub async fn serve_snapshots(
             snapshot: snapshot.clone(),
             sampler: Arc::clone(&sampler),
         };
-        tokio::spawn(async move {
-            let _permit = permit;
-            let conn = connection(stream, reader, limits.header_timeout);
+        let busy = slot.busy();
+        let mine = busy.clone();
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            let conn = connection(stream, reader, busy, limits.header_timeout);
             let _ = tokio::time::timeout(limits.connection_deadline, conn).await;
         });
+        slots.set_abort(task.abort_handle(), &mine);
     }
+}
+
+/// A slot for `stream`. When every slot is busy, the connection tasks get a few turns (and up
+/// to about 100 ms) to read the request heads waiting in their sockets or to finish an answer,
+/// after which they are evictable again: a probe accepted in a burst still gets a true answer.
+async fn take_slot(slots: &Slots, stream: &TcpStream) -> Option<slots::Slot> {
+    for turn in 0..24 {
+        if let Some(s) = slots.take(stream) {
+            return Some(s);
+        }
+        if turn < 4 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    None
 }
 
 /// What the endpoints read: the snapshot, and the CPU sampler `/status` shares across requests.
@@ -171,11 +200,17 @@ struct Reader {
     sampler: Arc<Mutex<Sampler>>,
 }
 
-async fn connection(stream: TcpStream, reader: Reader, header_timeout: Duration) {
+async fn connection(stream: TcpStream, reader: Reader, busy: Busy, header_timeout: Duration) {
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let reader = reader.clone();
-        async move { Ok::<_, Infallible>(respond(&req, &reader).await) }
+        // A whole request head has arrived: this connection is no longer evictable until its
+        // answer is computed.
+        let answering = busy.start();
+        async move {
+            let _answering = answering;
+            Ok::<_, Infallible>(respond(&req, &reader).await)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

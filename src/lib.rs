@@ -9,6 +9,7 @@
 //! one way too (checked by tests/architecture.rs).
 
 pub mod api;
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -17,6 +18,7 @@ pub mod dispatch;
 pub mod exit;
 pub mod http;
 pub mod logs;
+pub mod node;
 pub mod os;
 pub mod report;
 pub mod signame;

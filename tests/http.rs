@@ -1,6 +1,7 @@
 //! In-process tests of the HTTP endpoint: a real server on 127.0.0.1:0 fed a hand-made snapshot,
 //! driven by a raw TCP client (so that hostile clients can be played exactly).
 
+mod common;
 mod support_http;
 
 use std::io::{Read, Write};
@@ -362,26 +363,126 @@ fn slowloris_is_cut_after_the_header_timeout() {
 }
 
 #[test]
-fn the_connection_cap_refuses_extra_clients_and_recovers() {
-    let srv = Server::start(short_limits(4), healthy());
-    let hogs: Vec<TcpStream> = (0..4).map(|_| slowloris(srv.addr)).collect();
-    // The hogs hold every slot: the next client is refused at once, not queued.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+fn at_the_cap_the_oldest_idle_connection_makes_room() {
+    // A header timeout longer than the test: only eviction can free a slot here.
+    let limits = Limits {
+        header_timeout: Duration::from_secs(60),
+        connection_deadline: Duration::from_secs(60),
+        ..short_limits(4)
+    };
+    let srv = Server::start(limits, healthy());
+    let mut hogs: Vec<TcpStream> = (0..4).map(|_| slowloris(srv.addr)).collect();
+    for round in 0..3 {
         let r = srv.get("/livez");
-        if r.status == 503 {
-            assert!(r.body.contains("too many connections"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "never refused: {r:?}");
+        assert_eq!((r.status, r.body.as_str()), (200, "ok\n"), "round {round}");
+        // The oldest hog was closed for it; the others still hold their slots.
+        let oldest = hogs.remove(0);
+        let took = closed_within(oldest, Duration::from_secs(10));
+        assert!(
+            took < Duration::from_secs(5),
+            "oldest hog kept for {took:?}"
+        );
+        hogs.push(slowloris(srv.addr));
     }
-    // Once the header timeout frees them, clients are served again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while srv.get("/livez").status != 200 {
-        assert!(Instant::now() < deadline, "slots never came back");
+}
+
+/// One kubelet-style probe (new connection, `Connection: close`, a 1 s budget as kubelet's
+/// default `timeoutSeconds`, scaled for a loaded machine): the status, or why there was none.
+fn kube_probe(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let budget = common::secs(2.0);
+    let mut s = TcpStream::connect_timeout(&addr, budget).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(budget))
+        .map_err(|e| e.to_string())?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.30\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
+    let r = Reply::parse(&buf);
+    if r.status == 0 {
+        return Err(format!("no answer ({} bytes)", buf.len()));
+    }
+    Ok(r.status)
+}
+
+#[test]
+fn idle_connections_cannot_starve_the_probes() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    // Live but not ready (one instance stopped): each probe must get its own true answer.
+    let mut snap = healthy();
+    snap.instances[1].status = Status::Stopped;
+    snap.instances[1].pid = None;
+    let srv = Server::with(snap);
+    let addr = srv.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicUsize::new(0));
+    // 40 connections, one in six a slowloris (40 > 32 slots), each re-opened as soon as pmi
+    // closes it, for as long as the probes run.
+    let attacker = {
+        let (stop, opened) = (Arc::clone(&stop), Arc::clone(&opened));
+        std::thread::spawn(move || {
+            let mut held: Vec<TcpStream> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                held.retain(|s| {
+                    let mut b = [0u8; 256];
+                    match (&*s).read(&mut b) {
+                        Ok(0) => false,
+                        Ok(_) => true,
+                        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                    }
+                });
+                while held.len() < 40 {
+                    let n = opened.fetch_add(1, Ordering::Relaxed);
+                    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    else {
+                        continue;
+                    };
+                    if n % 6 == 0 {
+                        let _ = s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n");
+                    }
+                    let _ = s.set_nonblocking(true);
+                    held.push(s);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while opened.load(Ordering::Relaxed) < 40 {
+        assert!(Instant::now() < deadline, "the attacker never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut failures = Vec::new();
+    let rounds = 40;
+    for round in 0..rounds {
+        for (path, want) in [("/livez", 200), ("/readyz", 503)] {
+            match kube_probe(addr, path) {
+                Ok(got) if got == want => {}
+                Ok(got) => failures.push(format!("round {round} {path}: {got}, want {want}")),
+                Err(e) => failures.push(format!("round {round} {path}: {e}")),
+            }
+        }
+        // Paced like a (much hastier) kubelet, so the attacker refills between probes.
         std::thread::sleep(Duration::from_millis(50));
     }
-    drop(hogs);
+    stop.store(true, Ordering::Relaxed);
+    let _ = attacker.join();
+    let reopened = opened.load(Ordering::Relaxed);
+    eprintln!("attacker connections opened: {reopened}");
+    assert!(
+        failures.is_empty(),
+        "{} of {} probes failed:\n{}",
+        failures.len(),
+        rounds * 2,
+        failures.join("\n")
+    );
+    // Each probe evicted an idle connection, which the attacker opened again.
+    assert!(
+        reopened >= 40 + rounds,
+        "only {reopened} attacker connections"
+    );
 }
 
 #[test]

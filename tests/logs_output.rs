@@ -192,3 +192,107 @@ fn json_lines_have_ts_app_instance_stream_msg() {
         assert!(is_rfc3339_millis(ts), "ts RFC 3339 with ms: {ts}");
     }
 }
+
+/// pmi's stdout for the console-alias tests: what `docker logs` drivers hand a container.
+enum Stdout {
+    /// A pipe, read to the end by the test.
+    Pipe,
+    /// A regular file opened with O_APPEND (`>>`).
+    AppendFile,
+}
+
+/// Runs `write 12 MiB` with these log fields, pmi's stdout being `kind`, and returns what
+/// reached pmi's stdout. Launched by hand (not `Launch`) to choose the stdout; pmi leads its
+/// own process group, killed whole if the deadline passes.
+fn through_console_alias(sb: &Sandbox, kind: Stdout, fields: &[(&str, String)]) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut app = App::new("writer", &["write", "12582912", "100"]).set("autorestart", "false");
+    for (k, v) in fields {
+        app = app.set(k, v);
+    }
+    let apps = sb.apps(&[app]);
+    let out_path = sb.path("pmi.stdout");
+    let mut cmd = Command::new(pmi_bin());
+    cmd.arg(&apps)
+        .current_dir(sb.dir())
+        .env("PMI_SOCKET", sb.path("pmi.sock"))
+        .stdin(Stdio::null())
+        .stderr(File::create(sb.path("pmi.stderr")).unwrap())
+        .process_group(0);
+    match kind {
+        Stdout::Pipe => cmd.stdout(Stdio::piped()),
+        Stdout::AppendFile => cmd.stdout(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out_path)
+                .unwrap(),
+        ),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let reader = child.stdout.take().map(|mut r| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    });
+    let deadline = std::time::Instant::now() + secs(120.0);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: kill(2) of the process group this test started.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("pmi did not finish within the deadline");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "pmi: {status}: {}", sb.read("pmi.stderr"));
+    match reader {
+        Some(t) => t.join().unwrap(),
+        None => std::fs::read(&out_path).unwrap(),
+    }
+}
+
+/// Each line exactly once and intact: the stream is the app's, byte for byte.
+fn assert_written_once(got: Vec<u8>, what: &str) {
+    assert_same_stream(
+        std::io::Cursor::new(got),
+        testkit_stream(&["write", "12582912", "100"]),
+        what,
+    );
+}
+
+/// `out_file: /dev/stdout` (a pm2-in-Docker habit) names pmi's own stdout: opening it again
+/// gave a second file description, so every line was written twice and chunks tore.
+#[test]
+fn out_file_dev_stdout_writes_each_line_once() {
+    let sb = Sandbox::new();
+    let fields = [
+        ("out_file", "/dev/stdout".to_string()),
+        ("error_file", "/dev/stderr".to_string()),
+    ];
+    let got = through_console_alias(&sb, Stdout::Pipe, &fields);
+    assert_written_once(got, "12 MB, out_file: /dev/stdout, stdout a pipe");
+}
+
+#[test]
+fn log_files_that_are_pmis_stdout_by_inode_write_each_line_once() {
+    // Other names of the same open file, found by device and inode, not by the name.
+    let sb = Sandbox::new();
+    let fields = [
+        ("out_file", "/proc/self/fd/1".to_string()),
+        ("log_file", q(&sb.p("pmi.stdout"))),
+    ];
+    let got = through_console_alias(&sb, Stdout::AppendFile, &fields);
+    assert_written_once(
+        got,
+        "12 MB, out_file: /proc/self/fd/1 and log_file: the stdout file",
+    );
+}

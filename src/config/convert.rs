@@ -4,19 +4,28 @@
 //! aliases and camelCase become pm2's canonical field names (`exec` → `script`,
 //! `maxMemoryRestart` → `max_memory_restart`), the layout becomes `apps:` + `pmi:` + `deploy:`.
 //! Nothing is resolved against this machine (no paths made absolute, no CPU count, no env merge),
-//! so loading the output gives the same result as loading the input.
+//! so loading the output gives the same result as loading the input. What a JS file took from
+//! the converting machine is warned about (`convert_machine`).
 
 use std::path::Path;
 
 use serde_yaml::{Mapping, Value as Y};
 
+use super::convert_machine::Machine;
 use super::diag::Diags;
 use super::tree::Node;
 use super::validate::{collect, split_top};
-use super::ConfigError;
+use super::{ConfigError, Diagnostic};
 
-pub fn to_yaml(path: &Path, root: &Node) -> Result<String, ConfigError> {
+/// The YAML and the warnings about values that belong to the converting machine (`machine`:
+/// given for a JS file).
+pub fn to_yaml(
+    path: &Path,
+    root: &Node,
+    machine: Option<&Machine>,
+) -> Result<(String, Vec<Diagnostic>), ConfigError> {
     let mut d = Diags::new(path);
+    let mut found = Vec::new();
     let Some(top) = split_top(root, &mut d) else {
         return Err(d.into_error());
     };
@@ -44,9 +53,15 @@ pub fn to_yaml(path: &Path, root: &Node) -> Result<String, ConfigError> {
                 None if is_other => e.key.clone(),
                 None => continue,
             };
+            if let Some(mc) = machine {
+                mc.check(&raw.label, &key, &e.value, &mut d, &mut found);
+            }
             m.insert(Y::String(key), e.value.to_yaml());
         }
         apps.push(Y::Mapping(m));
+    }
+    if let Some(mc) = machine {
+        mc.unseen(&found, &mut d);
     }
     if !d.errors.is_empty() {
         return Err(d.into_error());
@@ -72,7 +87,6 @@ pub fn to_yaml(path: &Path, root: &Node) -> Result<String, ConfigError> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("the apps file");
-    Ok(format!(
-        "# pmi apps file, converted by `pmi convert` from {name}\n{body}"
-    ))
+    let text = format!("# pmi apps file, converted by `pmi convert` from {name}\n{body}");
+    Ok((text, d.warnings))
 }

@@ -11,6 +11,7 @@
 
 use std::str::FromStr;
 
+use super::cron_check;
 use super::spec::CronSpec;
 
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
@@ -34,17 +35,24 @@ pub fn parse(src: &str) -> Result<Option<CronSpec>, String> {
             ))
         }
     };
+    cron_check::check(t)?;
     six[5] = weekdays(&six[5]).map_err(|e| format!("{src:?}: {e}"))?;
     let expr = six.join(" ");
-    match cron::Schedule::from_str(&expr) {
-        Ok(schedule) => Ok(Some(CronSpec {
-            source: src.to_string(),
-            schedule,
-        })),
-        Err(e) => Err(format!(
-            "{src:?} is not a valid cron expression ({e}); use 5 fields (minute hour day month weekday), e.g. \"*/5 * * * *\""
-        )),
+    // The crate's own text names its rewritten form, not the user's: not passed on.
+    let schedule = cron::Schedule::from_str(&expr).map_err(|_| {
+        format!("{src:?} is not a valid cron expression; use 5 fields (minute hour day month weekday), e.g. \"*/5 * * * *\"")
+    })?;
+    // The crate's search stops at year 2100, so this is quick even for `31 2`.
+    if schedule.upcoming(chrono::Utc).next().is_none() {
+        let (day, month) = (fields[fields.len() - 3], fields[fields.len() - 2]);
+        return Err(format!(
+            "{src:?} can never fire: day {day} does not occur in month {month}; fix the day or the month"
+        ));
     }
+    Ok(Some(CronSpec {
+        source: src.to_string(),
+        schedule,
+    }))
 }
 
 /// Rewrites a Unix day-of-week field into names the crate reads the same way. Fields with
@@ -151,10 +159,11 @@ mod tests {
     #[test]
     fn bad_expressions_explain() {
         assert!(parse("* * *").unwrap_err().contains("has 3 fields"));
-        assert!(parse("61 * * * *")
-            .unwrap_err()
-            .contains("not a valid cron"));
+        assert!(parse("61 * * * *").unwrap_err().contains("minute is 0-59"));
         assert!(parse("0 0 * * 8").unwrap_err().contains("out of range"));
+        let e = parse("0 0 31 2 *").unwrap_err();
+        assert!(e.contains("can never fire"), "{e}");
+        assert!(parse("0 0 30 2,3 *").is_ok());
         assert!(parse("0 0 * * 5-1").unwrap_err().contains("backwards"));
         assert!(parse("every day at noon").is_err());
     }

@@ -68,6 +68,7 @@ impl Diags {
             .sort_by_key(|d| (d.line.unwrap_or(0), d.column.unwrap_or(0)));
         ConfigError {
             diagnostics: self.errors,
+            warnings: self.warnings,
         }
     }
 }

@@ -67,10 +67,11 @@ pub const APP_FIELDS: &[Field] = &[
     f("listen", &[]),
     f("ready", &[]),
     f("health", &[]),
+    f("watchdog", &[]),
 ];
 
 /// pmi additions that are recognised but not implemented yet: reported, then ignored.
-pub const NOT_YET: &[&str] = &["listen", "ready", "health"];
+pub const NOT_YET: &[&str] = &["listen", "ready", "health", "watchdog"];
 
 /// pm2 keys that only matter to PM2.io, Node internals, Windows or pm2's own CLI. pmi accepts
 /// them and says once per file that they are ignored.

@@ -29,15 +29,26 @@ use super::tree::{Node, Parsed, Pos, ReadIssue, Value};
 /// How long node may take to evaluate a file before pmi gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-const MARK: &str = "\u{1}PMI-JSON\u{1}";
-const MARK_ERR: &str = "\u{1}PMI-ERROR\u{1}";
+pub(super) const MARK: &str = "\u{1}PMI-JSON\u{1}";
+pub(super) const MARK_ERR: &str = "\u{1}PMI-ERROR\u{1}";
+const MARK_ENV: &str = "\u{1}PMI-ENV\u{1}";
 
 /// Runs in node: `require` the file (falling back to `import()` for ES modules), print the
 /// export as JSON after MARK, or the error after MARK_ERR; then exit, even if the file left
 /// timers or sockets open.
 const LOADER: &str = r#"
 const file = process.argv[1];
-const MARK = '\u0001PMI-JSON\u0001', MARK_ERR = '\u0001PMI-ERROR\u0001';
+const MARK = '\u0001PMI-JSON\u0001', MARK_ERR = '\u0001PMI-ERROR\u0001', MARK_ENV = '\u0001PMI-ENV\u0001';
+// Records which variables of this machine's environment the file reads (for `pmi convert`).
+const envRead = new Set(); let envAll = false;
+const realEnv = process.env;
+const noteKey = (t, k) => { if (typeof k === 'string' && Object.prototype.hasOwnProperty.call(t, k)) envRead.add(k); };
+process.env = new Proxy(realEnv, {
+  get(t, k) { noteKey(t, k); return Reflect.get(t, k); },
+  has(t, k) { noteKey(t, k); return Reflect.has(t, k); },
+  getOwnPropertyDescriptor(t, k) { noteKey(t, k); return Reflect.getOwnPropertyDescriptor(t, k); },
+  ownKeys(t) { envAll = true; return Reflect.ownKeys(t); },
+});
 function done(m) {
   if (m && m.apps === undefined && m.default !== undefined) m = m.default;
   let json;
@@ -45,7 +56,8 @@ function done(m) {
     json = JSON.stringify(m === undefined ? null : m, (k, x) =>
       x instanceof RegExp ? x.source : (typeof x === 'bigint' ? x.toString() : x));
   } catch (e) { return fail(e); }
-  process.stdout.write('\n' + MARK + json + '\n', () => process.exit(0));
+  const env = JSON.stringify({ read: [...envRead], all: envAll });
+  process.stdout.write('\n' + MARK_ENV + env + '\n' + MARK + json + '\n', () => process.exit(0));
 }
 function fail(e) {
   const o = e instanceof Error
@@ -61,9 +73,22 @@ try { loaded = require(file); ok = true; } catch (e) {
 if (ok) Promise.resolve(loaded).then(done, fail);
 "#;
 
-/// Evaluates a JS apps file with node. `cwd` is the directory pmi was started in (the file's
-/// `process.cwd()`, as under pm2).
-pub fn parse(file: &Path, source: &str, cwd: &Path) -> Result<Parsed, ReadIssue> {
+/// Which variables of this machine's environment a JS file read while it was evaluated.
+#[derive(Debug, Default, Clone)]
+pub struct EnvReads {
+    /// Names read (only those set here).
+    pub keys: Vec<String>,
+    /// The whole environment was enumerated (`{...process.env}`, `Object.keys`).
+    pub all: bool,
+}
+
+/// Evaluates a JS apps file with node, recording the environment variables it read. `cwd` is
+/// the directory pmi was started in (the file's `process.cwd()`, as under pm2).
+pub fn parse_recording(
+    file: &Path,
+    source: &str,
+    cwd: &Path,
+) -> Result<(Parsed, EnvReads), ReadIssue> {
     let path_var = std::env::var("PATH").unwrap_or_else(|_| interp::DEFAULT_PATH.to_string());
     let Some(node) = interp::which("node", &path_var, cwd) else {
         return Err(ReadIssue {
@@ -78,35 +103,70 @@ pub fn parse(file: &Path, source: &str, cwd: &Path) -> Result<Parsed, ReadIssue>
     let joined = cwd.join(file);
     let abs = std::fs::canonicalize(&joined).unwrap_or(joined);
     let out = run(&node, &abs, cwd)?;
-    let printed = |mark: &str| {
-        out.stdout
-            .rfind(mark)
-            .map(|i| out.stdout[i + mark.len()..].trim_end().to_string())
-    };
-    if let Some(err) = printed(MARK_ERR) {
-        return Err(explain_error(&err, &abs, source));
-    }
-    let Some(json_text) = printed(MARK) else {
+    interpret(&out.stdout, &abs, source).unwrap_or_else(|| {
         let tail: String = out.stderr.trim().lines().last().unwrap_or("").to_string();
-        return Err(ReadIssue {
+        Err(ReadIssue {
             pos: Pos::new(1, 1),
             message: format!(
                 "node could not evaluate the file (exit {}): {tail}",
                 out.status
             ),
-        });
+        })
+    })
+}
+
+/// What node printed for the file at `abs` (whose text is `source`): the apps, placed at their
+/// positions in the source, and the variables read; or the located error. `None` when it
+/// printed neither mark. Kept apart from `run` so that the fuzz targets reach it.
+pub(super) fn interpret(
+    stdout: &str,
+    abs: &Path,
+    source: &str,
+) -> Option<Result<(Parsed, EnvReads), ReadIssue>> {
+    let printed = |mark: &str| {
+        stdout
+            .rfind(mark)
+            .map(|i| stdout[i + mark.len()..].trim_end().to_string())
     };
-    let mut parsed = json::parse(&json_text).map_err(|e| ReadIssue {
-        pos: Pos::new(1, 1),
-        message: format!("node printed something that is not JSON: {}", e.message),
-    })?;
+    if let Some(err) = printed(MARK_ERR) {
+        return Some(Err(explain_error(&err, abs, source)));
+    }
+    let json_text = printed(MARK)?;
+    let mut parsed = match json::parse(&json_text) {
+        Ok(p) => p,
+        Err(e) => {
+            return Some(Err(ReadIssue {
+                pos: Pos::new(1, 1),
+                message: format!("node printed something that is not JSON: {}", e.message),
+            }))
+        }
+    };
     let loc = Locator::new(source);
     let start = loc.export_offset();
     loc.place(&mut parsed.root, start);
     // Repeated keys cannot occur in what JSON.stringify prints.
     parsed.warnings.clear();
-    Ok(parsed)
+    let reads = stdout
+        .rfind(MARK_ENV)
+        .and_then(|i| stdout[i + MARK_ENV.len()..].lines().next())
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| EnvReads {
+            keys: v["read"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            all: v["all"].as_bool().unwrap_or(false),
+        })
+        .unwrap_or_default();
+    Some(Ok((parsed, reads)))
 }
+
+/// The most of node's output kept (the apps as JSON): four times the largest apps file.
+const OUTPUT_CAP: u64 = 4 * super::tree::MAX_FILE_BYTES;
 
 struct Output {
     stdout: String,
@@ -130,11 +190,13 @@ fn run(node: &Path, file: &Path, cwd: &Path) -> Result<Output, ReadIssue> {
             message: format!("cannot run {}: {e}", node.display()),
         })?;
     // Drain both pipes on threads so a chatty file cannot block on a full pipe.
+    // Keep at most OUTPUT_CAP of each; the rest is read and dropped, so node never blocks.
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
+                let _ = r.by_ref().take(OUTPUT_CAP).read_to_end(&mut buf);
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
             }
             String::from_utf8_lossy(&buf).into_owned()
         })
@@ -388,7 +450,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("eco.config.js");
         std::fs::write(&f, src).unwrap();
-        parse(&f, src, t.path())
+        parse_recording(&f, src, t.path()).map(|(p, _)| p)
     }
 
     #[test]

@@ -4,13 +4,20 @@
 //! column), then validated into domain types (`spec`), collecting every problem with its location
 //! before failing. An app is never dropped silently.
 
+pub mod checks;
 mod convert;
+mod convert_machine;
 mod cron;
+mod cron_check;
 mod diag;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod interp;
 mod js;
 mod json;
+mod listen;
+mod shell;
 mod source;
 pub mod spec;
 mod tree;
@@ -23,6 +30,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use listen::{fd_name, parse_text as parse_listen_addr, ListenAddr, MAX_LISTEN};
 pub use spec::*;
 
 /// What the command line adds to loading.
@@ -35,6 +43,9 @@ pub struct LoadOptions {
     /// Check that each app's script, interpreter and cwd exist on this machine. On by default;
     /// off for tools that look at files from elsewhere (the pm2 corpus test, `convert`).
     pub check_scripts: bool,
+    /// `pmi check --file-only`: also leave `uid`/`gid` names unresolved when this machine's /etc
+    /// lacks them (the image the file is for may have them). Implies no `check_scripts`.
+    pub file_only: bool,
     /// `--kill-signal`: the default for apps without `kill_signal` (beats the `pmi:` block).
     pub kill_signal: Option<Signal>,
     /// `--kill-timeout`: the default for apps without `kill_timeout` (beats the `pmi:` block).
@@ -48,6 +59,7 @@ impl LoadOptions {
             env_name: None,
             only: None,
             check_scripts: true,
+            file_only: false,
             kill_signal: None,
             kill_timeout: None,
         }
@@ -107,6 +119,8 @@ pub struct Loaded {
 #[error("{}", .diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigError {
     pub diagnostics: Vec<Diagnostic>,
+    /// The warnings found on the way, shown with the errors (`pmi check` lists every problem).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Reads and validates an apps file. Relative paths in it resolve against `base_dir` (the
@@ -117,13 +131,28 @@ pub fn load(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Loaded, 
 }
 
 /// Reads an apps file and returns it as pmi's canonical YAML: the same apps with pm2's field
-/// names (aliases and camelCase resolved), values as written, `env` blocks kept. Nothing is
+/// names (aliases and camelCase resolved), values as written, `env` blocks kept, and warnings for
+/// values a JS file took from this machine (its environment, its absolute paths). Nothing is
 /// resolved against this machine, so a file can be converted where its scripts do not exist.
-/// `opts` does not change the output: every `env_<NAME>` block is kept, whatever `--env` says.
+/// Every `env_<NAME>` block and every app is kept (`--env`/`--only` are run-time choices).
+pub fn convert_with_warnings(
+    path: &Path,
+    base_dir: &Path,
+) -> Result<(String, Vec<Diagnostic>), ConfigError> {
+    let (parsed, reads) = source::read_recording(path, base_dir)?;
+    let full = base_dir.join(path);
+    let dir = std::fs::canonicalize(&full)
+        .ok()
+        .and_then(|f| f.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| base_dir.to_path_buf());
+    let machine = reads.map(|r| convert_machine::Machine::new(&r, &dir));
+    convert::to_yaml(path, &parsed.root, machine.as_ref())
+}
+
+/// [`convert_with_warnings`], the YAML alone. `opts` does not change the output.
 pub fn convert(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<String, ConfigError> {
     let _ = opts;
-    let parsed = source::read(path, base_dir)?;
-    convert::to_yaml(path, &parsed.root)
+    convert_with_warnings(path, base_dir).map(|(y, _)| y)
 }
 
 /// A short human summary of the resolved apps (`pmi check` without `--json`): one line per app
@@ -140,6 +169,9 @@ pub fn summary(spec: &Spec) -> String {
             cmd.join(" "),
             a.cwd.display()
         ));
+    }
+    if let Some(c) = &spec.cpus {
+        s.push_str(&format!("instances: {c}\n"));
     }
     s
 }

@@ -21,6 +21,10 @@ pub struct Spec {
     pub file: PathBuf,
     /// The `--env NAME` in force, if any.
     pub env_name: Option<String>,
+    /// How `instances: max` (0, -N) was counted, when an app used it: "max = 2: cgroup quota
+    /// 1.5 CPUs (cpu.max), rounded up".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
     pub settings: Settings,
     pub apps: Vec<AppSpec>,
 }

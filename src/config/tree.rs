@@ -5,6 +5,7 @@
 //! keep the file's key order (for `pmi convert`) and hold each key once (a repeated key keeps
 //! the last value, as JavaScript and most YAML readers do; the reader reports the repeat).
 
+use std::collections::HashMap;
 use std::fmt;
 
 /// Where a value was written. `line == 0` means unknown (never shown).
@@ -169,34 +170,54 @@ pub fn js_number(n: f64) -> String {
     }
 }
 
-/// Builds a map while keeping each key once (the last value wins) and noting repeats.
+/// Builds a map while keeping each key once (the last value wins, at the place of its last
+/// occurrence) and noting repeats. Linear: an index finds a repeat in O(1), and a replaced
+/// entry is left as a hole until `finish` (a scan per key made 100 000 keys quadratic).
 #[derive(Default)]
 pub struct MapBuilder {
-    entries: Vec<Entry>,
+    entries: Vec<Option<Entry>>,
+    index: HashMap<String, usize>,
 }
 
 impl MapBuilder {
     /// Adds an entry; returns the position of an earlier entry with the same key, if any.
     pub fn insert(&mut self, e: Entry) -> Option<Pos> {
-        if let Some(i) = self.entries.iter().position(|x| x.key == e.key) {
-            let old = self.entries.remove(i);
-            self.entries.push(e);
-            return Some(old.key_pos);
-        }
-        self.entries.push(e);
-        None
+        let slot = self.entries.len();
+        let old = match self.index.insert(e.key.clone(), slot) {
+            Some(i) => self.entries.get_mut(i).and_then(Option::take),
+            None => None,
+        };
+        self.entries.push(Some(e));
+        old.map(|o| o.key_pos)
     }
 
     /// Adds an entry only if the key is absent (YAML merge keys: explicit keys win).
     pub fn insert_if_absent(&mut self, e: Entry) {
-        if !self.entries.iter().any(|x| x.key == e.key) {
-            self.entries.push(e);
+        if !self.index.contains_key(&e.key) {
+            self.insert(e);
         }
     }
 
     pub fn finish(self) -> Vec<Entry> {
-        self.entries
+        self.entries.into_iter().flatten().collect()
     }
+}
+
+/// The largest apps file read. Real files are kilobytes; the cap keeps PID 1's memory bounded
+/// whatever file it is pointed at (the readers hold the text and a tree of it at once).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The most values (scalars, lists and maps, counted after YAML aliases are expanded) one apps
+/// file may hold. A real file has hundreds; the budget keeps a hostile one ("billion laughs":
+/// a few aliases that repeat each other) to tens of megabytes instead of gigabytes.
+pub const MAX_NODES: usize = 500_000;
+
+/// The message for a file over `MAX_NODES`.
+pub fn too_many_nodes() -> String {
+    format!(
+        "the file holds more than {MAX_NODES} values (YAML aliases counted as often as they are used); \
+         an apps file never needs that: look for aliases that repeat other aliases, or split the file"
+    )
 }
 
 /// A problem found while reading a file (before validation): where and what.

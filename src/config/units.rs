@@ -58,6 +58,10 @@ pub fn string(n: &Node) -> Result<String, String> {
     }
 }
 
+/// The longest duration accepted: 2^31 - 1 ms, beyond which Node (so pm2) silently fires a
+/// timer after 1 ms. Anything longer is a mistake in the file, not a wish.
+pub const MAX_DURATION_MS: f64 = 2_147_483_647.0;
+
 /// A duration: milliseconds as a number or numeric string, or a number with a unit
 /// (`ms`, `s`, `m`, `h`; fractions allowed: `"1.5s"`).
 pub fn duration(n: &Node) -> Result<Duration, String> {
@@ -86,8 +90,11 @@ pub fn duration(n: &Node) -> Result<Duration, String> {
     if !ms.is_finite() || ms < 0.0 {
         return Err(bad());
     }
-    if ms > 1e12 {
-        return Err(format!("{} is too long for a duration", n.show()));
+    if ms > MAX_DURATION_MS {
+        return Err(format!(
+            "{} is too long for a duration; the most is {MAX_DURATION_MS} ms (24.8 days, the longest delay a Node timer under pm2 takes)",
+            n.show()
+        ));
     }
     Ok(Duration::from_millis(ms.round() as u64))
 }
@@ -266,6 +273,45 @@ mod tests {
         }
         assert!(duration(&num(-1.0)).is_err());
         assert!(duration(&Node::new(Pos::new(1, 1), Value::Bool(true))).is_err());
+    }
+
+    #[test]
+    fn durations_refuse_nan_infinity_and_absurd_values() {
+        let nums = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5, 3e9, 1e300];
+        for v in nums {
+            assert!(duration(&num(v)).is_err(), "{v}");
+        }
+        for bad in [
+            "NaN",
+            "nan",
+            "Infinity",
+            "-Infinity",
+            "inf",
+            "infs",
+            "NaNms",
+            "1e400",
+        ] {
+            assert!(duration(&s(bad)).is_err(), "{bad}");
+        }
+        let e = duration(&s("30d")).unwrap_err();
+        assert!(e.contains("is not a duration"), "{e}");
+        let e = duration(&s("1000h")).unwrap_err();
+        assert!(e.contains("too long") && e.contains("the most is"), "{e}");
+        assert_eq!(duration(&num(MAX_DURATION_MS)), Ok(ms(2_147_483_647)));
+    }
+
+    #[test]
+    fn sizes_refuse_nan_infinity_and_absurd_values() {
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e19, 0.0] {
+            assert!(size(&num(v)).is_err(), "{v}");
+        }
+        for bad in ["NaN", "InfinityG", "infM", "1e30G", "99999999999T"] {
+            assert!(size(&s(bad)).is_err(), "{bad}");
+        }
+        assert!(count(&num(f64::NAN)).is_err());
+        assert!(count(&num(f64::INFINITY)).is_err());
+        assert_eq!(integer(&num(f64::NAN)), None);
+        assert_eq!(integer(&num(f64::NEG_INFINITY)), None);
     }
 
     #[test]

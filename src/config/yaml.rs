@@ -15,18 +15,27 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use super::tree::{repeated_key, Entry, MapBuilder, Node, Parsed, Pos, ReadIssue, Value};
+use super::tree::{
+    repeated_key, too_many_nodes, Entry, MapBuilder, Node, Parsed, Pos, ReadIssue, Value, MAX_NODES,
+};
 
 /// Reads YAML text into a tree. An empty document gives a `Null` root.
 pub fn parse(text: &str) -> Result<Parsed, ReadIssue> {
     let mut b = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut b, false) {
-        let m = e.marker();
-        return Err(ReadIssue {
-            pos: pos(m),
-            message: format!("invalid YAML: {}", e.info()),
-        });
+    // Events are pulled one by one (not `Parser::load`) so that reading stops at the first
+    // fatal problem: a budget exceeded at line 3 must not scan the rest of a 16 MiB file.
+    while !b.done && b.fatal.is_none() {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((ev, mark)) => b.on_event(ev, mark),
+            Err(e) => {
+                return Err(ReadIssue {
+                    pos: pos(e.marker()),
+                    message: format!("invalid YAML: {}", e.info()),
+                })
+            }
+        }
     }
     if let Some(issue) = b.fatal {
         return Err(issue);
@@ -64,7 +73,10 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored value, with its size in nodes (what one alias to it costs).
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes built so far, aliases counted in full, against `MAX_NODES`.
+    nodes: usize,
     warnings: Vec<ReadIssue>,
     /// The first problem that makes the tree meaningless (a complex key, an unknown alias).
     fatal: Option<ReadIssue>,
@@ -77,6 +89,19 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let p = pos(&mark);
+        let cost = match &ev {
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) => 1,
+            Event::Alias(id) => self.anchors.get(id).map_or(0, |a| a.1),
+            _ => 0,
+        };
+        self.nodes = self.nodes.saturating_add(cost);
+        if self.nodes > MAX_NODES {
+            self.fatal = Some(ReadIssue {
+                pos: p,
+                message: too_many_nodes(),
+            });
+            return;
+        }
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let node = Node::new(p, scalar(text, style, tag.as_ref()));
@@ -104,7 +129,7 @@ impl MarkedEventReceiver for Builder {
             }),
             Event::SequenceEnd | Event::MappingEnd => self.close(),
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some(n) => {
+                Some((n, _)) => {
                     let mut n = n.clone();
                     n.pos = p;
                     self.complete(n, 0);
@@ -149,7 +174,7 @@ impl Builder {
     /// A value is complete: record its anchor and hand it to its parent.
     fn complete(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size(&node)));
         }
         match self.stack.last_mut() {
             None => {
@@ -185,6 +210,15 @@ impl Builder {
                 }
             },
         }
+    }
+}
+
+/// The nodes in a tree (itself included). Recursion is bounded by `MAX_DEPTH`.
+fn size(n: &Node) -> usize {
+    match &n.value {
+        Value::Seq(v) => 1 + v.iter().map(size).sum::<usize>(),
+        Value::Map(m) => 1 + m.iter().map(|e| size(&e.value)).sum::<usize>(),
+        _ => 1,
     }
 }
 
@@ -345,6 +379,30 @@ mod tests {
         assert!(e.message.contains("nested"), "{e:?}");
         // yaml-rust2 has its own limit further down.
         assert!(parse(&"[".repeat(5000)).is_err());
+    }
+
+    #[test]
+    fn billion_laughs_is_refused_quickly() {
+        let mut t = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (i, c) in ('b'..='i').enumerate() {
+            let prev = (b'a' + i as u8) as char;
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            t.push_str(&format!("{c}: &{c} [{refs}]\n"));
+        }
+        let start = std::time::Instant::now();
+        let e = parse(&t).unwrap_err();
+        assert!(e.message.contains("more than"), "{e:?}");
+        assert!(e.pos.line >= 5, "{e:?}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn aliases_within_budget_expand() {
+        let r = root("a: &a {x: 1}\nb: [*a, *a]\n");
+        let Value::Seq(l) = &r.get("b").unwrap().value.value else {
+            panic!()
+        };
+        assert_eq!(l.len(), 2);
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub(crate) struct Shared {
     err: sink::ConsoleTx,
     /// Started with the first source that has a log file.
     files: OnceLock<files::FileTx>,
+    /// `out` and `err` are the process's own fd 1 and fd 2 (not test sinks): a log file that is
+    /// one of them is written through them (`files::console_alias`).
+    real_console: bool,
     rings: Mutex<HashMap<u32, Arc<Mutex<ring::InstanceRing>>>>,
     lines: broadcast::Sender<LogLine>,
     /// Orders chunks across pipes for `tail`.
@@ -151,7 +154,7 @@ impl LogHub {
     /// Writes to the process's stdout and stderr.
     pub fn new(format: LogFormat) -> LogHub {
         let (out, err) = sink::real_console();
-        LogHub::with_console(format, out, err)
+        LogHub::with_console(format, out, err, true)
     }
 
     /// Writes to the given destinations instead (tests): each gets its own writer thread, which
@@ -164,16 +167,22 @@ impl LogHub {
     ) -> LogHub {
         let out = sink::spawn_console("stdout", out, None);
         let err = sink::spawn_console("stderr", err, None);
-        LogHub::with_console(format, out, err)
+        LogHub::with_console(format, out, err, false)
     }
 
-    fn with_console(format: LogFormat, out: sink::ConsoleTx, err: sink::ConsoleTx) -> LogHub {
+    fn with_console(
+        format: LogFormat,
+        out: sink::ConsoleTx,
+        err: sink::ConsoleTx,
+        real_console: bool,
+    ) -> LogHub {
         LogHub {
             shared: Arc::new(Shared {
                 format,
                 out,
                 err,
                 files: OnceLock::new(),
+                real_console,
                 rings: Mutex::new(HashMap::new()),
                 lines: broadcast::channel(BROADCAST_LINES).0,
                 seq: AtomicU64::new(0),
@@ -208,12 +217,14 @@ impl LogHub {
             (Stream::Out, stdout, &sh.out, &src.files.out_file),
             (Stream::Err, stderr, &sh.err, &src.files.error_file),
         ] {
+            let (files, mirror) = self.file_targets(&src, own_file.as_deref(), stream);
             let pipe = reader::Pipe {
                 stream,
                 hub: sh.clone(),
                 src: fmt.clone(),
                 console: console.clone(),
-                files: self.file_targets(&src, own_file.as_deref()),
+                files,
+                mirror,
                 ring: ring.clone(),
             };
             // Taken before the task starts, so `drain` called right after sees this pipe.
@@ -223,14 +234,35 @@ impl LogHub {
     }
 
     /// The files a stream goes to (its own file and the combined `log_file`), with pm2's
-    /// `-<pm_id>` suffix unless `merge_logs`, and the file writer to reach them.
+    /// `-<pm_id>` suffix unless `merge_logs`, and the file writer to reach them; and pmi's other
+    /// console stream when one of those files is it. A file that is this stream's own console
+    /// is dropped: the console writer already writes every line to it, once.
     fn file_targets(
         &self,
         src: &LogSource,
         own: Option<&Path>,
-    ) -> Option<(files::FileTx, Arc<[Arc<Path>]>)> {
+        stream: Stream,
+    ) -> (Option<reader::FileTargets>, Option<sink::ConsoleTx>) {
+        let sh = &self.shared;
         let mut paths: Vec<Arc<Path>> = Vec::new();
+        let mut mirror = None;
         for path in [own, src.files.log_file.as_deref()].into_iter().flatten() {
+            let alias = sh
+                .real_console
+                .then(|| files::console_alias(path, stream))
+                .flatten();
+            match alias {
+                Some(s) if s == stream => continue,
+                Some(Stream::Out) => {
+                    mirror = Some(sh.out.clone());
+                    continue;
+                }
+                Some(Stream::Err) => {
+                    mirror = Some(sh.err.clone());
+                    continue;
+                }
+                None => {}
+            }
             let path: Arc<Path> =
                 files::instance_path(path, src.pm_id, src.files.merge_logs).into();
             // out_file = log_file must not write each line twice.
@@ -239,10 +271,10 @@ impl LogHub {
             }
         }
         if paths.is_empty() {
-            return None;
+            return (None, mirror);
         }
-        let tx = self.shared.files.get_or_init(files::spawn_file_writer);
-        Some((tx.clone(), paths.into()))
+        let tx = sh.files.get_or_init(files::spawn_file_writer);
+        (Some((tx.clone(), paths.into())), mirror)
     }
 
     /// Waits until every attached pipe has reached end of file and everything read is written,

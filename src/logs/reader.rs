@@ -33,6 +33,9 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BYTES]);
 }
 
+/// The file writer and the files a stream goes to.
+pub(crate) type FileTargets = (FileTx, Arc<[Arc<Path>]>);
+
 /// Where one pipe's records go.
 pub(crate) struct Pipe {
     pub stream: Stream,
@@ -40,7 +43,10 @@ pub(crate) struct Pipe {
     pub src: Arc<SourceFmt>,
     pub console: ConsoleTx,
     /// The file writer and this stream's files, when it has any.
-    pub files: Option<(FileTx, Arc<[Arc<Path>]>)>,
+    pub files: Option<FileTargets>,
+    /// pmi's other console stream, when one of this stream's log files *is* it (`error_file:
+    /// /dev/stdout`): those lines go through that stream's writer, never a second open of it.
+    pub mirror: Option<ConsoleTx>,
     pub ring: Arc<Mutex<InstanceRing>>,
 }
 
@@ -143,12 +149,12 @@ impl Pipe {
             data,
             run: (0, 0),
             console_verbatim: self.src.console_verbatim(self.hub.format),
-            file_verbatim: self.files.is_some() && self.src.file_verbatim(),
+            file_verbatim: self.has_files() && self.src.file_verbatim(),
             ring: RingDraft::new(data, spans),
             stamp: Stamp::now(),
             console: Vec::new(),
             cur: pool::get(size_hint + size_hint / 4),
-            file: self.files.as_ref().map(|_| pool::get(size_hint)),
+            file: self.has_files().then(|| pool::get(size_hint)),
             subscribed: self.hub.lines.receiver_count() > 0,
             pipe: self,
         }
@@ -161,15 +167,41 @@ impl Pipe {
             // A closed channel (writer thread gone) discards: the pipe is still drained.
             let _ = self.console.send(ConsoleMsg::Data(job)).await;
         }
-        if let (Some(data), Some((tx, paths))) = (out.file, &self.files) {
-            if data.is_empty() {
-                pool::put(data);
-            } else {
-                let paths = paths.clone();
-                let job = Job::new(FileJob { paths, data }, self.hub.work.token());
-                let _ = tx.send(FileMsg::Write(job)).await;
-            }
+        let Some(data) = out.file else {
+            return;
+        };
+        if data.is_empty() {
+            pool::put(data);
+            return;
         }
+        let Some((tx, paths)) = &self.files else {
+            if let Some(mirror) = &self.mirror {
+                let _ = mirror
+                    .send(ConsoleMsg::Data(Job::new(data, self.hub.work.token())))
+                    .await;
+            }
+            return;
+        };
+        if let Some(mirror) = &self.mirror {
+            let mut copy = pool::get(data.len());
+            copy.extend_from_slice(&data);
+            let _ = mirror
+                .send(ConsoleMsg::Data(Job::new(copy, self.hub.work.token())))
+                .await;
+        }
+        let job = Job::new(
+            FileJob {
+                paths: paths.clone(),
+                data,
+            },
+            self.hub.work.token(),
+        );
+        let _ = tx.send(FileMsg::Write(job)).await;
+    }
+
+    /// Whether the chunk needs its log-file form (for a file, or for the mirrored console).
+    fn has_files(&self) -> bool {
+        self.files.is_some() || self.mirror.is_some()
     }
 }
 

@@ -4,6 +4,8 @@
 //! what to do; these functions do it and report the outcome as data.
 
 pub mod cgroup;
+pub mod listen;
+pub mod notify;
 pub mod pdeath;
 pub mod pid1;
 pub mod proc;

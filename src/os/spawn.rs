@@ -7,12 +7,15 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::exit;
+
+#[path = "spawn_exec.rs"]
+mod exec;
 
 /// Where the child's standard streams go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +56,39 @@ pub struct SpawnError {
     pub message: String,
 }
 
+/// What a child gets beyond its standard streams: extra fds and socket activation.
+#[derive(Debug, Default)]
+pub struct Pass<'a> {
+    /// Placed at exactly 3, 4, … in this order (the `listen` sockets first, then a Node app's
+    /// IPC channel and preload), without close-on-exec. pmi's own copies stay close-on-exec, so
+    /// no other child ever sees them.
+    pub fds: &'a [BorrowedFd<'a>],
+    /// Set `LISTEN_PID` to the child's own pid (systemd's rule: the variable names the process
+    /// the sockets are for, so a grandchild that inherits the environment leaves them alone).
+    pub listen_pid: bool,
+}
+
+/// Most fds one spawn may pass (64 `listen` sockets, the IPC channel, the preload, and spare).
+pub const MAX_PASS: usize = 72;
+
 /// Starts a child. The child leads its own process group.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
+    spawn_with(req, &Pass::default())
+}
+
+/// `spawn`, with extra fds at 3, 4, … and `LISTEN_PID` set in the child.
+///
+/// How: std's `Command` forks, sets up the standard streams, the directory and the process
+/// group; then our `pre_exec` hook does the rest and calls `execvp` itself, so that nothing of
+/// std runs after the fds are moved. That matters twice. (1) `LISTEN_PID` must be the child's pid,
+/// known only after fork: the whole environment is built here, before fork, into buffers this
+/// call owns, with a fixed-size hole for the digits; the child writes `getpid()` into the hole
+/// and points `environ` at the array (plain stores: async-signal-safe, no allocation), and
+/// `execvp` runs with it (PATH is looked up in the child's environment, as std does). (2) Moving
+/// fds onto 3, 4, … may overwrite the pipe std uses to report exec errors (its number is not
+/// ours to know), so exec failures come back through our own close-on-exec pipe, first moved
+/// above the targets.
+pub fn spawn_with(req: &SpawnRequest<'_>, pass: &Pass<'_>) -> Result<Spawned, SpawnError> {
     let Some(program) = req.argv.first() else {
         return Err(SpawnError {
             code: exit::NOT_FOUND,
@@ -62,11 +96,19 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         });
     };
     let program_name = program.to_string_lossy().into_owned();
+    if pass.fds.len() > MAX_PASS {
+        return Err(SpawnError {
+            code: exit::NOT_EXECUTABLE,
+            message: format!("{program_name}: more than {MAX_PASS} fds to pass"),
+        });
+    }
+    let image = exec::Image::new(req.argv, &req.env, pass.listen_pid).map_err(|e| SpawnError {
+        code: exit::NOT_EXECUTABLE,
+        message: format!("{program_name}: {e}"),
+    })?;
+    let (err_read, err_write) = exec::cloexec_pipe().map_err(|e| exec_error(&program_name, &e))?;
     let mut cmd = Command::new(program);
-    cmd.args(&req.argv[1..]);
     cmd.current_dir(req.cwd);
-    cmd.env_clear();
-    cmd.envs(req.env.iter().map(|(k, v)| (k, v)));
     match req.streams {
         Streams::Pipes => {
             cmd.stdin(Stdio::null())
@@ -85,19 +127,40 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     // Copied into the closure: the child may not allocate.
     let groups: Vec<libc::gid_t> = req.groups.to_vec();
     let nofile = super::pid1::original_nofile();
+    let mut fds = [-1; MAX_PASS];
+    for (d, s) in fds.iter_mut().zip(pass.fds) {
+        *d = s.as_raw_fd();
+    }
+    let nfds = pass.fds.len();
+    let err_fd = err_write.as_raw_fd();
+    let mut image = image;
     let pmi_pid = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (setpgid, tcsetpgrp, sigaction, sigprocmask, setgroups, setgid, setuid, prctl, getppid);
-    // it allocates nothing.
+    // (setpgid, tcsetpgrp, sigaction, sigprocmask, setgroups, setgid, setuid, prctl, getppid,
+    // fcntl, dup2, getpid, write, execvp, _exit); it allocates nothing: `image` was built before
+    // fork.
     unsafe {
         cmd.pre_exec(move || {
             child_setup(foreground, uid, gid, &groups, nofile)?;
             // After setuid, which would clear it.
-            super::pdeath::arm(pmi_pid)
+            super::pdeath::arm(pmi_pid)?;
+            exec::place_and_exec(&mut image, &fds[..nfds], err_fd)
         });
     }
-    let mut child = cmd.spawn().map_err(|e| exec_error(&program_name, &e))?;
+    let spawned = cmd.spawn();
+    drop(err_write);
+    let mut child = spawned.map_err(|e| exec_error(&program_name, &e))?;
     let pid = child.id() as i32;
+    if let Some(errno) = exec::read_errno(err_read) {
+        // The child wrote why execvp failed and _exited: collect it here, it was never ours to
+        // register.
+        // SAFETY: waiting for our own child by pid.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return Err(exec_error(
+            &program_name,
+            &io::Error::from_raw_os_error(errno),
+        ));
+    }
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
     // Dropping `Child` neither waits nor kills: the reaper owns the exit status.
@@ -107,6 +170,21 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         stdout,
         stderr,
     })
+}
+
+/// The fds above 2 this process holds without close-on-exec. Every child inherits them (std
+/// closes nothing), so apps-file mode can close-on-exec them at start to keep SPEC §3's "only
+/// fds 0–2 plus `listen` sockets"; tests use it to tell pmi's leaks from their launcher's.
+pub fn inheritable_fds() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd: &i32| {
+            // SAFETY: F_GETFD only reads the flags of a descriptor number.
+            fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC == 0
+        })
+        .collect()
 }
 
 /// Maps an exec failure to the shell's codes: 127 not found, 126 found but not executable.
@@ -209,3 +287,7 @@ fn child_setup(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "spawn_tests.rs"]
+mod tests;

@@ -25,6 +25,9 @@ pub fn instance_env(
     let mut env: BTreeMap<OsString, OsString> = base
         .iter()
         .filter(|(k, _)| keep_inherited(&app.filter_env, &k.to_string_lossy()))
+        // pmi's own NOTIFY_SOCKET/WATCHDOG_* are for pmi: an app that inherited them would
+        // tell systemd (or podman) it is ready on pmi's behalf.
+        .filter(|(k, _)| !crate::os::notify::OWN_VARS.iter().any(|v| k == v))
         .cloned()
         .collect();
     let mut set = |k: &str, v: String| {
@@ -73,5 +76,43 @@ fn keep_inherited(filter: &FilterEnv, key: &str) -> bool {
         FilterEnv::All => false,
         FilterEnv::Containing(parts) => !parts.iter().any(|p| key.contains(p.as_str())),
         FilterEnv::Key(k) => key != k,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pmi_own_notify_variables_are_not_inherited() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("apps.yaml");
+        std::fs::write(&file, "apps:\n- name: a\n  script: ./a.sh\n").unwrap();
+        let mut opts = crate::config::LoadOptions::new();
+        opts.check_scripts = false;
+        let loaded = crate::config::load(&file, dir.path(), &opts).unwrap();
+        let base: Vec<(OsString, OsString)> = [
+            ("NOTIFY_SOCKET", "@outer"),
+            ("WATCHDOG_USEC", "1"),
+            ("WATCHDOG_PID", "1"),
+            ("KEEP", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
+        let inj = Injected {
+            pm_id: 0,
+            index: 0,
+            restarts: 0,
+        };
+        let env = instance_env(&base, &loaded.spec.apps[0], inj);
+        let keys: Vec<String> = env
+            .iter()
+            .map(|(k, _)| k.to_string_lossy().into())
+            .collect();
+        assert!(keys.contains(&"KEEP".to_string()), "{keys:?}");
+        for k in crate::os::notify::OWN_VARS {
+            assert!(!keys.contains(&k.to_string()), "{k} leaked: {keys:?}");
+        }
     }
 }

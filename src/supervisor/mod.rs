@@ -10,7 +10,9 @@
 pub mod env;
 pub mod ops;
 pub mod policy;
+pub mod readiness;
 mod snapshot;
+pub mod start_order;
 pub mod state;
 
 use std::ffi::OsString;

@@ -1,0 +1,4 @@
+//! Fuzz target: `pmi::config::fuzzing::units` (see that module for what it covers).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pmi::config::fuzzing::units(data));
