@@ -500,14 +500,19 @@ fn hostile_clients_get_errors_and_the_apps_are_untouched() {
             "{first}"
         );
     }
-    // The silent client is dropped after the read timeout.
+    // The silent client is dropped after the read timeout, or sooner, when the burst needed
+    // its slot (the longest-idle connection makes room for a newcomer).
     let mut silent = silent;
     silent
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut rest = Vec::new();
     let _ = silent.read_to_end(&mut rest);
-    assert!(String::from_utf8_lossy(&rest).contains("timeout"));
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.contains("timeout") || rest.contains("was idle"),
+        "{rest}"
+    );
 
     assert!(pmi.cli(&["health", "--ready"]).status.success());
     let after: Vec<_> = pmi.instances().iter().map(|i| i.2).collect();
