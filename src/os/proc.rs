@@ -15,24 +15,22 @@ pub struct Stat {
     pub rss_pages: u64,
 }
 
-/// The processes of group `pgid` and their command lines (`cmdline`, else `[comm]` for a
-/// process without one), in pid order: what a stop warning names before a SIGKILL.
-pub fn group_members(pgid: i32) -> Vec<(i32, String)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out: Vec<(i32, String)> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| parse_stat(&s))
-                .is_some_and(|s| s.pgrp == pgid)
-        })
-        .map(|pid| (pid, command_of(pid)))
-        .collect();
-    out.sort_unstable();
+/// The processes of each of `pgids` and their command lines (`cmdline`, else `[comm]` for a
+/// process without one), in pid order, from one pass over /proc (none for no groups): what a
+/// stop names before a SIGKILL.
+pub fn group_members(pgids: &[i32]) -> std::collections::HashMap<i32, Vec<(i32, String)>> {
+    let mut out: std::collections::HashMap<i32, Vec<(i32, String)>> = Default::default();
+    if pgids.is_empty() {
+        return out;
+    }
+    for s in all_stats().iter().filter(|s| pgids.contains(&s.pgrp)) {
+        out.entry(s.pgrp)
+            .or_default()
+            .push((s.pid, command_of(s.pid)));
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+    }
     out
 }
 
@@ -160,10 +158,11 @@ mod tests {
         // SAFETY: getpgrp has no preconditions.
         let g = unsafe { libc::getpgrp() };
         let me = std::process::id() as i32;
-        let members = group_members(g);
-        let mine = members.iter().find(|(p, _)| *p == me).expect("listed");
+        let members = group_members(&[g, i32::MAX]);
+        let mine = members[&g].iter().find(|(p, _)| *p == me).expect("listed");
         assert!(!mine.1.is_empty() && !mine.1.contains('\0'));
-        assert!(group_members(i32::MAX).is_empty());
+        assert!(!members.contains_key(&i32::MAX));
+        assert!(group_members(&[]).is_empty());
     }
 
     #[test]

@@ -59,20 +59,31 @@ fn pid_file(spec: &config::AppSpec, id: InstId) -> Option<PathBuf> {
     Some(pf.with_file_name(name))
 }
 
-/// SIGKILLs a group after naming its members (read before the kill, while they exist).
-fn kill_leftovers(pgid: i32, level: Level, why: &str) {
-    let members = crate::os::proc::group_members(pgid);
-    let list: Vec<String> = members
+/// SIGKILLs groups after naming their members (read before the kill, while they exist). One
+/// pass over /proc for the whole batch, and none when every group is already empty (the usual
+/// single-process app), so a shutdown of thousands of instances stays linear.
+fn kill_leftovers(batch: Vec<(i32, Level, String)>) {
+    let alive: Vec<i32> = batch
         .iter()
-        .map(|(pid, cmd)| format!("{pid} ({cmd})"))
+        .map(|b| b.0)
+        .filter(|g| signals::group_alive(*g))
         .collect();
-    match level {
-        Level::Info if members.is_empty() => {}
-        Level::Info => tracing::info!("{why}: {}", list.join(", ")),
-        Level::Warn if members.is_empty() => tracing::warn!("{why}"),
-        Level::Warn => tracing::warn!("{why}: {}", list.join(", ")),
+    let members = crate::os::proc::group_members(&alive);
+    for (pgid, level, why) in batch {
+        let list: Vec<String> = members
+            .get(&pgid)
+            .into_iter()
+            .flatten()
+            .map(|(pid, cmd)| format!("{pid} ({cmd})"))
+            .collect();
+        match level {
+            Level::Info if list.is_empty() => {}
+            Level::Info => tracing::info!("{why}: {}", list.join(", ")),
+            Level::Warn if list.is_empty() => tracing::warn!("{why}"),
+            Level::Warn => tracing::warn!("{why}: {}", list.join(", ")),
+        }
+        signals::kill_group(pgid, libc::SIGKILL);
     }
-    signals::kill_group(pgid, libc::SIGKILL);
 }
 
 /// The one owner of all run-time state; `run` consumes it.
@@ -299,18 +310,24 @@ impl Supervisor {
         let mut queue = std::collections::VecDeque::from(actions);
         let mut finish = None;
         loop {
+            let mut leftovers = Vec::new();
             while let Some(a) = queue.pop_front() {
                 match a {
                     Action::Spawn(id) => queue.extend(self.spawn(id)),
                     Action::KillGroup { pgid, sig } => {
                         signals::kill_group(pgid, sig);
                     }
-                    Action::KillLeftovers { pgid, level, why } => kill_leftovers(pgid, level, &why),
+                    Action::KillLeftovers { pgid, level, why } => {
+                        leftovers.push((pgid, level, why))
+                    }
                     Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
                     Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
                     Action::Finish { code } => finish = Some(code),
                     Action::Removed(id) => self.logs.forget(id),
                 }
+            }
+            if !leftovers.is_empty() {
+                kill_leftovers(leftovers);
             }
             // A stop completes when the stopped leader's whole group is gone. Its members are
             // pmi's children by then (PID 1 or subreaper), so every change comes with a SIGCHLD
