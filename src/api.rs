@@ -2,9 +2,11 @@
 //!
 //! `Target` names instances with one rule (`Target::matches`, `Target::select`) that both the
 //! supervisor and the read-only answers use; `Op` is a mutation, `ControlMsg` an op with its reply
-//! channel, `OpError` a typed refusal, `Trigger` a watcher's restart request, and `Handle` what a
-//! reader holds (snapshot, inbox, logs). Invariant: readers reach the supervisor only through a
-//! `Handle`; nothing here knows who reads (control socket, HTTP, watchers).
+//! channel, `OpError` a typed refusal, `Trigger` a watcher's restart request, `ApplyMsg` a
+//! `pmi apply` (answered with an `ApplyReport`), `WatchOrder` what the watchers must follow, and
+//! `Handle` what a reader holds (snapshot, inbox, apply, logs). Invariant: readers reach the
+//! supervisor only through a `Handle`; nothing here knows who reads (control socket, HTTP,
+//! watchers).
 
 use std::sync::Arc;
 
@@ -170,6 +172,9 @@ pub enum OpError {
         index: u32,
         why: String,
     },
+    /// Another apply runs and the queue is full.
+    #[error("{0}")]
+    Busy(String),
 }
 
 fn known_list(known: &[String]) -> String {
@@ -193,9 +198,23 @@ pub struct ControlMsg {
 /// A watcher asks for an app's graceful restart.
 #[derive(Debug, Clone)]
 pub struct Trigger {
-    /// Index of the app in the apps file.
+    /// The app's key: its index in the apps file pmi started with; apps added by `pmi apply`
+    /// get new keys, and a removed app's key is never reused.
     pub app: usize,
     pub reason: String,
+}
+
+/// What the supervisor tells the daemon after an apply, so that the watchers follow the apps.
+#[derive(Debug, Clone)]
+pub enum WatchOrder {
+    /// (Re)start the file watcher of the app with this key (`Trigger::app`) for this spec;
+    /// `None`, or a spec without `watch`: stop it.
+    App {
+        key: usize,
+        spec: Option<Arc<crate::config::AppSpec>>,
+    },
+    /// Watch this apps file (`watch_config`), or nothing.
+    ConfigFile(Option<std::path::PathBuf>),
 }
 
 /// What readers (control socket, HTTP) get: the snapshot, the inbox, the logs.
@@ -204,6 +223,109 @@ pub struct Handle {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub inbox: mpsc::Sender<ControlMsg>,
     pub logs: LogHub,
+    /// `pmi apply` and the apps-file watcher.
+    pub apply: mpsc::Sender<ApplyMsg>,
+}
+
+/// `pmi apply [FILE] [--dry-run]`, or the apps-file watcher (`watch_config`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// A new apps file, absolute (the client resolves it against its own cwd); `None`: the file
+    /// pmi runs now.
+    pub file: Option<std::path::PathBuf>,
+    pub dry_run: bool,
+    /// Who asks (the watcher's applies are logged, nobody waits for the report).
+    pub from_watcher: bool,
+}
+
+/// An apply with its reply channel; answered once every change took effect (or failed).
+#[derive(Debug)]
+pub struct ApplyMsg {
+    pub req: ApplyRequest,
+    pub reply: oneshot::Sender<Result<ApplyReport, OpError>>,
+}
+
+/// What an apply did (or, with `--dry-run` or an invalid file, would do). Schema: docs/apply.md.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ApplyReport {
+    /// The apps file read (absolute).
+    pub file: String,
+    pub dry_run: bool,
+    /// Why the file is invalid, each located; when not empty nothing was changed.
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    /// One entry per app, in the order the changes were made.
+    pub changes: Vec<AppChange>,
+    /// `pmi:` settings that changed in the file but take effect only when pmi restarts.
+    pub needs_restart: Vec<String>,
+    /// `pmi:` settings that changed and were applied at once.
+    pub settings_applied: Vec<String>,
+    /// This apply waited for an earlier one to finish.
+    pub queued: bool,
+}
+
+impl ApplyReport {
+    /// Whether any change failed.
+    pub fn failed(&self) -> bool {
+        self.changes.iter().any(|c| c.error.is_some())
+    }
+}
+
+/// What an apply does to one app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// New in the file: started (when autostart).
+    Added,
+    /// Gone from the file: stopped gracefully, then forgotten.
+    Removed,
+    /// What the process sees changed: instances restarted one at a time.
+    Reloaded,
+    /// Only `instances` changed.
+    Scaled,
+    /// Only supervision settings changed: applied without touching the processes.
+    Updated,
+    Unchanged,
+}
+
+/// One app's change, as the reply and pmi's log list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppChange {
+    pub app: String,
+    pub kind: ChangeKind,
+    /// The fields that differ (pm2's names), for reloaded and updated apps.
+    pub fields: Vec<String>,
+    /// `[from, to]` when the instance count changes.
+    pub instances: Option<[u32; 2]>,
+    /// Why this change failed; the other changes were still made.
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for AppChange {
+    /// `added web`, `reloaded api (script changed)`, `scaled worker 2 → 4`, `unchanged db`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = match self.kind {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Reloaded => "reloaded",
+            ChangeKind::Scaled => "scaled",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Unchanged => "unchanged",
+        };
+        write!(f, "{verb} {}", self.app)?;
+        if let Some([a, b]) = self.instances {
+            write!(f, " {a} → {b}")?;
+        }
+        match self.kind {
+            ChangeKind::Reloaded => write!(f, " ({} changed)", self.fields.join(", "))?,
+            ChangeKind::Updated => write!(f, " ({})", self.fields.join(", "))?,
+            _ => {}
+        }
+        if let Some(e) = &self.error {
+            write!(f, ": FAILED: {e}")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -67,9 +67,26 @@ pub enum Cmd {
         /// all, an app name or namespace, name:N, or an id.
         target: String,
     },
-    /// Restart instances one at a time, so that some always serve.
+    /// Restart instances one at a time, so that some always serve (`reload FILE`: apply).
     Reload {
-        /// all, an app name or namespace, name:N, or an id.
+        /// all, an app name or namespace, name:N, or an id; or an apps file (then: apply).
+        target: String,
+    },
+    /// Make the running apps match the (changed) apps file, or FILE.
+    Apply {
+        /// A new apps file (relative to this directory); default: the one pmi runs.
+        file: Option<PathBuf>,
+        /// List the changes, make none.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON (schema in docs/apply.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// pm2's habit: `startOrReload apps.yaml` is `apply apps.yaml`; an app name is a reload.
+    #[command(name = "startOrReload", alias = "startorreload", hide = true)]
+    StartOrReload {
+        /// An apps file, or a reload target.
         target: String,
     },
     /// Set an app's instance count: N, +N or -N.
@@ -97,6 +114,30 @@ pub enum Cmd {
     },
     /// Print the version.
     Version,
+    /// A live status table, refreshed in place (`docker exec -it ctr pmi monit`).
+    Monit {
+        /// all (the default), an app name or namespace, name:N, or an id.
+        target: Option<String>,
+        /// Refresh interval in milliseconds (at least 250).
+        #[arg(long, default_value_t = 2000, value_name = "MS")]
+        interval: u64,
+        /// Stop after this many frames (default: until Ctrl-C).
+        #[arg(long, value_name = "N")]
+        count: Option<u32>,
+    },
+    /// Print a shell completion script: `pmi completions bash > /etc/bash_completion.d/pmi`.
+    Completions {
+        /// The shell to write completions for.
+        shell: Shell,
+    },
+}
+
+/// The shells `pmi completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// Options of the supervisor (each also settable in the file's `pmi:` block; the flag wins).
@@ -220,11 +261,19 @@ const VERBS: &[&str] = &[
     "run", "check", "convert", "status", "ls", "list", "describe", "start", "stop", "restart",
     "reload", "scale", "signal", "logs", "health", "version", "help",
 ];
+/// Verbs of src/complete.rs and src/monit.rs (kept apart so VERBS stays short-element formatted).
+const MORE_VERBS: &[&str] = &[
+    "completions",
+    "monit",
+    "apply",
+    "startOrReload",
+    "startorreload",
+];
 
 /// Puts the implicit `run` verb in front of `pmi FILE` and `pmi -- CMD`.
 pub fn normalize(mut argv: Vec<OsString>) -> Vec<OsString> {
     let first = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let is_verb = VERBS.contains(&first);
+    let is_verb = VERBS.contains(&first) || MORE_VERBS.contains(&first);
     let top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
     if argv.len() > 1 && !is_verb && !top_flag {
         argv.insert(1, OsString::from("run"));

@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::WatchOrder;
 use crate::cli::SupervisorOpts;
 use crate::config::{self, LoadOptions, LogFormat, Settings, DEFAULT_KILL_TIMEOUT};
 use crate::exit::Failure;
 use crate::os::{pid1, signals, strays};
+use crate::supervisor::apply::ApplyConfig;
 use crate::supervisor::Supervisor;
 use crate::term::err_line;
 
@@ -46,6 +48,13 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> Result
     for w in &loaded.warnings {
         err_line(&format!("pmi: warning: {w}"));
     }
+    let apply = ApplyConfig {
+        file: loaded.spec.file.clone(),
+        base_dir: start_dir.clone(),
+        load: load_opts.clone(),
+        file_settings: loaded.spec.settings.clone(),
+        flags: flag_settings(&opts, socket.clone()),
+    };
     let settings = merge_settings(loaded.spec.settings.clone(), &opts, socket);
     refuse_if_running(settings.socket.as_deref())?;
     // Before any thread exists (the log writers, tracing's): threads inherit the signal mask.
@@ -59,7 +68,7 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> Result
     let file_name = loaded.spec.file.display().to_string();
     let is_pid1 = p1.is_pid1;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rt.block_on(serve(apps, settings, format, p1, file_name))
+        rt.block_on(serve(apps, settings, format, p1, file_name, apply))
     }));
     match result {
         Ok(r) => r,
@@ -88,26 +97,21 @@ fn refuse_if_running(explicit: Option<&Path>) -> Result<(), Failure> {
 }
 
 /// Command-line flags win over the file's `pmi:` block.
-fn merge_settings(mut s: Settings, opts: &SupervisorOpts, socket: Option<PathBuf>) -> Settings {
-    if socket.is_some() {
-        s.socket = socket;
+fn merge_settings(s: Settings, opts: &SupervisorOpts, socket: Option<PathBuf>) -> Settings {
+    s.with_flags(&flag_settings(opts, socket))
+}
+
+/// The settings the command line gives (each `None` unless its flag was given).
+fn flag_settings(opts: &SupervisorOpts, socket: Option<PathBuf>) -> Settings {
+    Settings {
+        socket,
+        http: opts.http.clone(),
+        log_format: opts.log_format,
+        auto_exit: opts.no_auto_exit.then_some(false),
+        kill_signal: opts.kill_signal.map(config::Signal),
+        kill_timeout: opts.kill_timeout.map(Duration::from_millis),
+        ..Settings::default()
     }
-    if opts.http.is_some() {
-        s.http = opts.http.clone();
-    }
-    if opts.log_format.is_some() {
-        s.log_format = opts.log_format;
-    }
-    if opts.no_auto_exit {
-        s.auto_exit = Some(false);
-    }
-    if let Some(sig) = opts.kill_signal {
-        s.kill_signal = Some(config::Signal(sig));
-    }
-    if let Some(ms) = opts.kill_timeout {
-        s.kill_timeout = Some(Duration::from_millis(ms));
-    }
-    s
 }
 
 /// Signals, the supervisor, its readers and watchers; then the loop until pmi exits.
@@ -117,6 +121,7 @@ async fn serve(
     format: LogFormat,
     p1: pid1::Pid1,
     file_name: String,
+    apply: ApplyConfig,
 ) -> Result<i32, Failure> {
     // Handlers before the first spawn: as PID 1 an unhandled signal is lost.
     let sigs = signals::Signals::open()
@@ -124,13 +129,17 @@ async fn serve(
     if !p1.reaps_orphans {
         tracing::warn!("not PID 1 and could not become a subreaper: orphans will not be reaped");
     }
-    let watched: Vec<(usize, Arc<config::AppSpec>)> = apps
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.watch.is_some())
-        .map(|(i, a)| (i, a.clone()))
-        .collect();
-    let sup = Supervisor::new(apps, settings.clone(), format, p1, file_name);
+    let (orders_tx, orders_rx) = tokio::sync::mpsc::unbounded_channel();
+    // The watchers start through the same orders as after an apply: one place owns them.
+    for (key, a) in apps.iter().enumerate().filter(|(_, a)| a.watch.is_some()) {
+        let spec = Some(a.clone());
+        let _ = orders_tx.send(WatchOrder::App { key, spec });
+    }
+    if settings.watch_config == Some(true) {
+        let _ = orders_tx.send(WatchOrder::ConfigFile(Some(apply.file.clone())));
+    }
+    let mut sup = Supervisor::new(apps, settings.clone(), format, p1, file_name);
+    sup.enable_apply(apply, orders_tx);
     let handle = sup.handle();
     if let Some(addr) = &settings.http {
         let l = crate::http::bind(addr)
@@ -143,19 +152,21 @@ async fn serve(
         Ok(l) => {
             // Said at every start: where `pmi status` finds this pmi.
             tracing::info!("control socket: {}", l.path().display());
-            drop(tokio::spawn(crate::control::server::serve(l, handle)))
+            drop(tokio::spawn(crate::control::server::serve(
+                l,
+                handle.clone(),
+            )))
         }
         Err(e) => tracing::warn!(
             "no control socket: {e}; apps run without it (`pmi status` and `pmi health` cannot reach this pmi; give a writable path with --socket or PMI_SOCKET)"
         ),
     }
     let triggers = sup.triggers();
-    for (i, a) in watched {
-        if let Some(w) = &a.watch {
-            let (name, cwd) = (a.name.clone(), a.cwd.clone());
-            crate::watch::spawn(i, name, cwd, w.clone(), triggers.clone());
-        }
-    }
+    drop(tokio::spawn(crate::watch::manage(
+        orders_rx,
+        triggers,
+        handle.apply,
+    )));
     Ok(sup.run(sigs).await)
 }
 

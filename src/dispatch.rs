@@ -42,6 +42,12 @@ fn mode(cli: cli::Cli) -> Result<i32, Failure> {
         }
         Cmd::Check(c) => check(c),
         Cmd::Convert(c) => convert(c),
+        Cmd::Completions { shell } => crate::complete::print(shell),
+        Cmd::Monit {
+            target,
+            interval,
+            count,
+        } => crate::monit::run(socket, target, interval, count),
         Cmd::Version => {
             out(&format!("pmi {}\n", env!("CARGO_PKG_VERSION")));
             Ok(exit::OK)

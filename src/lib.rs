@@ -11,6 +11,7 @@
 pub mod api;
 pub mod checks;
 pub mod cli;
+pub mod complete;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -18,6 +19,7 @@ pub mod dispatch;
 pub mod exit;
 pub mod http;
 pub mod logs;
+pub mod monit;
 pub mod node;
 pub mod os;
 pub mod report;

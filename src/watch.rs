@@ -3,7 +3,12 @@
 //!
 //! Invariant: a watcher only sends `Trigger`s to the supervisor; it never touches processes. It
 //! sleeps in the kernel until something changes (no polling), and a watcher that fails is logged
-//! and ends without affecting the apps.
+//! and ends without affecting the apps. `config` watches the apps file itself (`watch_config`)
+//! and owns the set of watchers (`manage`), which follows the apps through `pmi apply`.
+
+pub mod config;
+
+pub use config::manage;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,12 +46,12 @@ pub fn spawn(
     root: PathBuf,
     spec: WatchSpec,
     tx: UnboundedSender<Trigger>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if let Err(e) = watch_app(app, &name, &root, &spec, tx).await {
             tracing::warn!("{name}: file watching stopped: {e}");
         }
-    });
+    })
 }
 
 async fn watch_app(

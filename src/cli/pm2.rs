@@ -22,14 +22,13 @@ pub fn hint(argv: &[OsString]) -> Option<String> {
         "delete" | "del" => format!(
             "did you mean `pmi stop {target}`? pmi keeps the apps of its file (stopped apps stay listed; remove an app from the file to drop it)"
         ),
-        "monit" | "dashboard" => {
-            "pmi has no dashboard: `pmi status` shows cpu and memory per instance (or scrape /metrics with --http)".to_string()
-        }
+        "dashboard" => "did you mean `pmi monit`?".to_string(),
         "flush" | "reloadLogs" => {
             "not supported: pmi writes app output to the container log, and keeps only a bounded recent buffer for `pmi logs`; there is nothing to flush (log files of `out_file` reopen on SIGUSR2)".to_string()
         }
-        "startOrReload" | "startOrRestart" | "startOrGracefulReload" => {
-            "not supported yet; `pmi reload all` reloads every app of the running file".to_string()
+        "startOrRestart" | "startOrGracefulReload" => {
+            let file = argv.get(2).and_then(|a| a.to_str()).unwrap_or("FILE");
+            format!("did you mean `pmi apply {file}`? (pm2's `startOrReload` works too)")
         }
         "kill" => "did you mean `pmi stop all`? pmi is the container's PID 1: stop the container to stop pmi".to_string(),
         "save" | "resurrect" | "startup" | "unstartup" => {
@@ -61,10 +60,14 @@ mod tests {
         assert!(h(&["jlist"]).unwrap().contains("`pmi status --json`"));
         assert!(h(&["show", "api"]).unwrap().contains("`pmi describe api`"));
         assert!(h(&["flush"]).unwrap().contains("not supported"));
-        assert!(h(&["monit"]).unwrap().contains("pmi status"));
-        assert!(h(&["startOrReload", "x.json"])
+        assert!(h(&["dashboard"]).unwrap().contains("pmi monit"));
+        // pmi verbs now: no hint.
+        assert_eq!(h(&["monit"]), None);
+        assert!(h(&["startOrRestart", "x.json"])
             .unwrap()
-            .contains("not supported yet"));
+            .contains("`pmi apply x.json`"));
+        // A pmi verb now: `pmi startOrReload FILE` is `pmi apply FILE`.
+        assert_eq!(h(&["startOrReload", "x.json"]), None);
     }
 
     #[test]

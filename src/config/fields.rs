@@ -117,6 +117,7 @@ pub const SETTINGS_FIELDS: &[&str] = &[
     "kill_timeout",
     "memory_check_interval",
     "socket_group",
+    "watch_config",
 ];
 
 /// Top-level keys of the file.

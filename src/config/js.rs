@@ -12,15 +12,12 @@
 //! line and column are therefore those of the key in the file when it is written literally, and
 //! fall back to the enclosing object's (or line 1) when it was computed.
 //!
-//! Process rule: pmi runs as PID 1 with a global `waitpid(-1)` reaper. Using std's
-//! `Command::spawn` + `wait` here is safe ONLY because config loading happens before the
-//! supervisor starts reaping: nothing else can reap node's exit status from under us. Do not call
-//! this once the supervisor is running (and never use tokio::process).
+//! Process rule: pmi runs as PID 1 with a global `waitpid(-1)` reaper, and `pmi apply` loads
+//! files while it runs. node is therefore started by `os::helper`, as a child whose exit the
+//! reaper cannot see (never std's `Child::wait`, never tokio::process).
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::interp;
 use super::json;
@@ -174,72 +171,34 @@ struct Output {
     status: String,
 }
 
-/// Runs node with a time limit. See the module doc for why std's process API is safe here.
+/// Runs node with a time limit (see the module doc for how it escapes the reaper).
 fn run(node: &Path, file: &Path, cwd: &Path) -> Result<Output, ReadIssue> {
-    let mut child = Command::new(node)
-        .arg("-e")
-        .arg(LOADER)
-        .arg(file)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| ReadIssue {
+    let args = [
+        std::ffi::OsString::from("-e"),
+        LOADER.into(),
+        file.as_os_str().to_os_string(),
+    ];
+    match crate::os::helper::run_captured(node, &args, cwd, TIMEOUT, OUTPUT_CAP) {
+        Ok(c) => Ok(Output {
+            stdout: c.stdout,
+            stderr: c.stderr,
+            status: match c.status {
+                crate::exit::ExitStatus::Code(n) => n.to_string(),
+                crate::exit::ExitStatus::Signal(_) => "by a signal".to_string(),
+            },
+        }),
+        Err(crate::os::helper::HelperError::Timeout(_)) => Err(ReadIssue {
+            pos: Pos::new(1, 1),
+            message: format!(
+                "node did not finish evaluating the file within {} s (does it start a server or wait for input?); run `pmi convert` once and use the YAML",
+                TIMEOUT.as_secs()
+            ),
+        }),
+        Err(e) => Err(ReadIssue {
             pos: Pos::new(1, 1),
             message: format!("cannot run {}: {e}", node.display()),
-        })?;
-    // Drain both pipes on threads so a chatty file cannot block on a full pipe.
-    // Keep at most OUTPUT_CAP of each; the rest is read and dropped, so node never blocks.
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.by_ref().take(OUTPUT_CAP).read_to_end(&mut buf);
-                let _ = std::io::copy(&mut r, &mut std::io::sink());
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out_t = drain(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let err_t = drain(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(ReadIssue {
-                    pos: Pos::new(1, 1),
-                    message: format!(
-                        "node did not finish evaluating the file within {} s (does it start a server or wait for input?); run `pmi convert` once and use the YAML",
-                        TIMEOUT.as_secs()
-                    ),
-                });
-            }
-        }
-    };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
-    Ok(Output {
-        stdout,
-        stderr,
-        status: status
-            .code()
-            .map_or_else(|| "by a signal".to_string(), |c| c.to_string()),
-    })
+        }),
+    }
 }
 
 /// Turns node's error report into a located, actionable message.
@@ -436,6 +395,7 @@ fn is_ident_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn node_available() -> bool {
         interp::which(

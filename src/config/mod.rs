@@ -17,6 +17,7 @@ mod interp;
 mod js;
 mod json;
 mod listen;
+mod peers;
 mod shell;
 mod source;
 pub mod spec;
@@ -50,6 +51,9 @@ pub struct LoadOptions {
     pub kill_signal: Option<Signal>,
     /// `--kill-timeout`: the default for apps without `kill_timeout` (beats the `pmi:` block).
     pub kill_timeout: Option<Duration>,
+    /// An `--only` name the file no longer has is a warning, not an error (`pmi apply`: the
+    /// names were chosen when pmi started, against an older file).
+    pub only_missing_warns: bool,
 }
 
 impl LoadOptions {
@@ -62,6 +66,7 @@ impl LoadOptions {
             file_only: false,
             kill_signal: None,
             kill_timeout: None,
+            only_missing_warns: false,
         }
     }
 }
@@ -126,8 +131,52 @@ pub struct ConfigError {
 /// Reads and validates an apps file. Relative paths in it resolve against `base_dir` (the
 /// directory pmi was started in, as pm2).
 pub fn load(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    if peers::detect(path) == Some(peers::Peer::Procfile) {
+        return load_procfile(path, base_dir, opts);
+    }
     let parsed = source::read(path, base_dir)?;
     validate::validate(path, &parsed, base_dir, opts)
+}
+
+/// `pmi Procfile`: the Procfile's own problems are located in it; the converted apps are then
+/// validated as usual, their diagnostics naming the app (lines of the generated YAML would
+/// point nowhere in the Procfile, so they are left out).
+fn load_procfile(path: &Path, base_dir: &Path, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let conv = peers::convert(path, base_dir, peers::Peer::Procfile)?;
+    let unlocate = |mut d: Diagnostic| {
+        d.line = None;
+        d.column = None;
+        d
+    };
+    let parsed = yaml::parse(&conv.yaml).map_err(|i| ConfigError {
+        diagnostics: vec![unlocate(Diagnostic {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            app: None,
+            field: None,
+            message: i.message,
+        })],
+        warnings: conv.warnings.clone(),
+    })?;
+    match validate::validate(path, &parsed, base_dir, opts) {
+        Ok(mut l) => {
+            l.warnings = conv
+                .warnings
+                .into_iter()
+                .chain(l.warnings.into_iter().map(unlocate))
+                .collect();
+            Ok(l)
+        }
+        Err(e) => Err(ConfigError {
+            diagnostics: e.diagnostics.into_iter().map(unlocate).collect(),
+            warnings: conv
+                .warnings
+                .into_iter()
+                .chain(e.warnings.into_iter().map(unlocate))
+                .collect(),
+        }),
+    }
 }
 
 /// Reads an apps file and returns it as pmi's canonical YAML: the same apps with pm2's field
@@ -139,6 +188,11 @@ pub fn convert_with_warnings(
     path: &Path,
     base_dir: &Path,
 ) -> Result<(String, Vec<Diagnostic>), ConfigError> {
+    // Procfile, supervisord.conf, process-compose.yaml: their warnings also head the YAML.
+    if let Some(peer) = peers::detect(path) {
+        let c = peers::convert(path, base_dir, peer)?;
+        return Ok((c.yaml, c.warnings));
+    }
     let (parsed, reads) = source::read_recording(path, base_dir)?;
     let full = base_dir.join(path);
     let dir = std::fs::canonicalize(&full)

@@ -45,6 +45,33 @@ pub struct Settings {
     pub memory_check_interval: Option<Duration>,
     /// A group that may use the control socket besides root and pmi's own uid.
     pub socket_group: Option<String>,
+    /// Apply the apps file by itself when it changes (`pmi apply`, debounced).
+    pub watch_config: Option<bool>,
+}
+
+impl Settings {
+    /// These settings with every value `flags` sets put over them (a command-line flag wins
+    /// over the file's `pmi:` block).
+    pub fn with_flags(mut self, flags: &Settings) -> Settings {
+        fn over<T: Clone>(v: &mut Option<T>, f: &Option<T>) {
+            if f.is_some() {
+                v.clone_from(f);
+            }
+        }
+        over(&mut self.socket, &flags.socket);
+        over(&mut self.http, &flags.http);
+        over(&mut self.log_format, &flags.log_format);
+        over(&mut self.auto_exit, &flags.auto_exit);
+        over(&mut self.kill_signal, &flags.kill_signal);
+        over(&mut self.kill_timeout, &flags.kill_timeout);
+        over(
+            &mut self.memory_check_interval,
+            &flags.memory_check_interval,
+        );
+        over(&mut self.socket_group, &flags.socket_group);
+        over(&mut self.watch_config, &flags.watch_config);
+        self
+    }
 }
 
 /// How app output is written to the container log.

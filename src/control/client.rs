@@ -190,7 +190,24 @@ fn to_request(cmd: Cmd) -> Result<(Request, bool), String> {
         Cmd::Start { target } => (Request::Start { target }, false),
         Cmd::Stop { target } => (Request::Stop { target }, false),
         Cmd::Restart { target } => (Request::Restart { target }, false),
-        Cmd::Reload { target } => (Request::Reload { target }, false),
+        Cmd::Reload { target } | Cmd::StartOrReload { target } => match apps_file_arg(&target)? {
+            Some(file) => (
+                Request::Apply {
+                    file: Some(file),
+                    dry_run: false,
+                },
+                false,
+            ),
+            None => (Request::Reload { target }, false),
+        },
+        Cmd::Apply {
+            file,
+            dry_run,
+            json,
+        } => {
+            let file = file.map(|f| absolute(&f)).transpose()?;
+            (Request::Apply { file, dry_run }, json)
+        }
         Cmd::Scale { app, count } => {
             let count = ScaleCount::parse(&count)
                 .ok_or_else(|| format!("scale: '{count}' is not N, +N or -N"))?;
@@ -226,10 +243,38 @@ fn to_request(cmd: Cmd) -> Result<(Request, bool), String> {
             (req, json)
         }
         Cmd::Health { ready } => (Request::Health { ready }, false),
-        Cmd::Run(_) | Cmd::Check(_) | Cmd::Convert(_) | Cmd::Version => {
-            return Err("not a client verb".into())
-        }
+        Cmd::Run(_)
+        | Cmd::Check(_)
+        | Cmd::Convert(_)
+        | Cmd::Version
+        | Cmd::Completions { .. }
+        | Cmd::Monit { .. } => return Err("not a client verb".into()),
     })
+}
+
+/// Extensions of an apps file (`pmi reload apps.yaml` means apply).
+const APPS_FILE_EXTENSIONS: &[&str] = &["yaml", "yml", "json", "js", "cjs", "mjs"];
+
+/// pm2's `reload FILE` / `startOrReload FILE`: an existing file with an apps-file extension is
+/// an apply of that file; anything else is a reload target.
+fn apps_file_arg(target: &str) -> Result<Option<PathBuf>, String> {
+    let p = Path::new(target);
+    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let looks = APPS_FILE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str());
+    if looks && p.is_file() {
+        return absolute(p).map(Some);
+    }
+    Ok(None)
+}
+
+/// FILE as pmi must see it: pmi's cwd is `/`, so a relative path is resolved here.
+fn absolute(p: &Path) -> Result<PathBuf, String> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| format!("apply: cannot resolve {}: {e}", p.display()))?;
+    Ok(cwd.join(p))
 }
 
 fn color() -> bool {
@@ -258,6 +303,27 @@ fn show(req: &Request, resp: Response, json: bool) -> i32 {
                 out(&render::log_line(l, json));
             }
             exit::OK
+        }
+        Response::Applied(r) => {
+            let code = if !r.errors.is_empty() {
+                exit::USAGE
+            } else if r.failed() {
+                exit::FAILURE
+            } else {
+                exit::OK
+            };
+            if json {
+                return match print_json(&r) {
+                    exit::OK => code,
+                    other => other,
+                };
+            }
+            let (o, e) = render::applied(&r);
+            if !e.is_empty() {
+                err_line(e.trim_end());
+            }
+            out(&o);
+            code
         }
         Response::Health { ok: true, .. } => exit::OK,
         Response::Health { ok: false, reason } => {

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Brief, ScaleCount};
+use crate::api::{ApplyReport, Brief, ScaleCount};
 pub use crate::logs::{LogLine, Stream};
 pub use crate::report::{AppDescription, InstanceRow, PmiInfo, StatusReport};
 
@@ -78,6 +78,12 @@ pub enum Request {
     Health {
         ready: bool,
     },
+    /// `pmi apply [FILE] [--dry-run]`: `file` is absolute (the client's cwd is not pmi's);
+    /// none means the apps file pmi runs. Answered with `applied` once the changes took effect.
+    Apply {
+        file: Option<std::path::PathBuf>,
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -90,6 +96,7 @@ impl Request {
                 | Request::Restart { .. }
                 | Request::Reload { .. }
                 | Request::Scale { .. }
+                | Request::Apply { .. }
         )
     }
 }
@@ -128,6 +135,8 @@ pub enum Response {
         /// Why not, in one line.
         reason: Option<String>,
     },
+    /// What an apply did, would do (`dry_run`), or why the file is invalid (`errors`).
+    Applied(ApplyReport),
     Error(ErrorReply),
 }
 

@@ -5,7 +5,7 @@
 //! terminal, and nothing here can print an environment value (answers carry none).
 
 use super::proto::{AppDescription, InstanceRow, LogLine, Stream};
-use crate::api::Brief;
+use crate::api::{ApplyReport, Brief};
 use crate::status::{ExitInfo, Status};
 
 const HEADERS: [&str; 9] = [
@@ -264,6 +264,53 @@ pub fn done(verb: &str, instances: &[Brief]) -> String {
             )
         })
         .collect()
+}
+
+/// `pmi apply`'s report: (stdout, stderr). One line per app change, then the settings.
+pub fn applied(r: &ApplyReport) -> (String, String) {
+    let mut out = String::new();
+    let mut err = String::new();
+    for w in &r.warnings {
+        err.push_str(&format!("pmi: warning: {w}\n"));
+    }
+    if !r.errors.is_empty() {
+        for e in &r.errors {
+            err.push_str(&format!("pmi: error: {e}\n"));
+        }
+        err.push_str(&format!(
+            "pmi: {} is invalid; nothing was changed (`pmi check FILE` validates it)\n",
+            r.file
+        ));
+        return (out, err);
+    }
+    if r.queued {
+        out.push_str("(waited for an earlier apply to finish)\n");
+    }
+    if r.dry_run {
+        out.push_str(&format!("dry run of {}: nothing was changed\n", r.file));
+    }
+    for c in &r.changes {
+        out.push_str(&format!("{c}\n"));
+    }
+    for s in &r.settings_applied {
+        out.push_str(&format!("updated {s}\n"));
+    }
+    for s in &r.needs_restart {
+        out.push_str(&format!("needs a restart: {s}\n"));
+    }
+    let failed: Vec<&str> = r
+        .changes
+        .iter()
+        .filter(|c| c.error.is_some())
+        .map(|c| c.app.as_str())
+        .collect();
+    if !failed.is_empty() {
+        err.push_str(&format!(
+            "pmi: apply: the change of {} failed; the other changes were made\n",
+            failed.join(", ")
+        ));
+    }
+    (out, err)
 }
 
 /// One line of `pmi logs`: `TIME app:N | text` (`TIME app:N err | text` for stderr), TIME

@@ -88,6 +88,7 @@ fn start() -> Fake {
                 snapshot: snap_rx,
                 inbox,
                 logs: crate::logs::LogHub::new(crate::config::LogFormat::Raw),
+                apply: mpsc::channel(1).0,
             };
             tokio::spawn(async move {
                 let mut pid = 5000;

@@ -4,6 +4,7 @@
 //! what to do; these functions do it and report the outcome as data.
 
 pub mod cgroup;
+pub mod helper;
 pub mod listen;
 pub mod notify;
 pub mod pdeath;

@@ -5,8 +5,11 @@
 //! resulting actions through `os` and publishes a `Snapshot` for readers. It sleeps until the next
 //! deadline and never polls. Invariant: an app's failure is an event, never an early return;
 //! nothing in the loop can end it except `Action::Finish`. The supervisor knows none of its
-//! readers: they hold a `Handle` (`crate::api`) and are wired up by `crate::daemon`.
+//! readers: they hold a `Handle` (`crate::api`) and are wired up by `crate::daemon`. `apply`
+//! re-reads the apps file off the loop and carries out `diff`'s plan as ordinary ops.
 
+pub mod apply;
+pub mod diff;
 pub mod env;
 pub mod ops;
 pub mod policy;
@@ -23,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
-use crate::api::{ControlMsg, Handle, OpError, Trigger};
+use crate::api::{ApplyMsg, ControlMsg, Handle, OpError, Trigger};
 use crate::config::{self, LogFormat, Settings, DEFAULT_KILL_TIMEOUT};
 use crate::exit;
 use crate::logs::{LogHub, LogSource};
@@ -102,6 +105,9 @@ pub struct Supervisor {
     started_at: u64,
     file: String,
     memory_next: Option<Instant>,
+    apply_tx: mpsc::Sender<ApplyMsg>,
+    apply_rx: mpsc::Receiver<ApplyMsg>,
+    applier: apply::Applier,
 }
 
 impl Supervisor {
@@ -114,7 +120,9 @@ impl Supervisor {
     ) -> Supervisor {
         let now = Now::read();
         let auto_exit = settings.auto_exit.unwrap_or(true);
+        let applier = apply::Applier::new(apps.len());
         let state = State::new(apps, auto_exit, now);
+        let (apply_tx, apply_rx) = mpsc::channel(8);
         let (snapshot_tx, _) = watch::channel(Arc::new(Snapshot::default()));
         let (inbox_tx, inbox_rx) = mpsc::channel(64);
         let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
@@ -133,6 +141,9 @@ impl Supervisor {
             started_at: now.wall_ms(),
             file,
             memory_next: None,
+            apply_tx,
+            apply_rx,
+            applier,
         }
     }
 
@@ -142,6 +153,7 @@ impl Supervisor {
             snapshot: self.snapshot_tx.subscribe(),
             inbox: self.inbox_tx.clone(),
             logs: self.logs.clone(),
+            apply: self.apply_tx.clone(),
         }
     }
 
@@ -171,6 +183,7 @@ impl Supervisor {
             let deadline = [
                 self.state.next_deadline(now),
                 self.memory_next,
+                self.apply_deadline(),
                 Some(safety),
             ]
             .into_iter()
@@ -190,14 +203,26 @@ impl Supervisor {
                     None => Vec::new(),
                 },
                 Some(msg) = self.inbox_rx.recv() => self.control(msg),
-                Some(t) = self.trigger_rx.recv() => {
-                    tracing::info!("restarting: {}", t.reason);
-                    self.state.restart_app(t.app, Now::read())
+                Some(t) = self.trigger_rx.recv() => match self.state.app_by_key(t.app) {
+                    Some(app) => {
+                        tracing::info!("restarting: {}", t.reason);
+                        self.state.restart_app(app, Now::read())
+                    }
+                    // The app was removed by `pmi apply`.
+                    None => Vec::new(),
+                },
+                Some(msg) = self.apply_rx.recv() => {
+                    self.on_apply(msg);
+                    Vec::new()
                 }
+                Some(done) = self.applier.loaded_rx.recv() => self.on_loaded(done),
                 _ = sleep_until(deadline) => self.on_deadline(&mut safety),
             };
             finish = self.execute(actions);
             self.answer_pending();
+            if finish.is_none() {
+                finish = self.settle_apply();
+            }
         }
         self.shut_down(sigs, finish).await
     }

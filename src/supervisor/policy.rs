@@ -415,41 +415,34 @@ impl State {
         let Some(inst) = self.get(id) else { return };
         let spec = self.apps[inst.app].spec.clone();
         let Some(inst) = self.get_mut(id) else { return };
-        match inst.phase.clone() {
-            Phase::Running { pid, .. } => {
-                inst.phase = Phase::Stopping {
-                    pid,
-                    deadline: now.mono + spec.kill_timeout,
-                    killed: false,
-                    then,
-                };
+        // Already stopping (or its leader gone and the group draining): only what follows
+        // changes. A removal (scale-down, an app dropped by `pmi apply`) is final: a restart
+        // asked for meanwhile (cron, memory, `pmi restart`) does not bring it back.
+        if let Phase::Stopping { then: t, .. } | Phase::Draining { then: t, .. } = &mut inst.phase {
+            if *t != Then::Remove {
+                *t = then;
+            }
+            return;
+        }
+        if let Phase::Running { pid, .. } = inst.phase {
+            inst.phase = Phase::Stopping {
+                pid,
+                deadline: now.mono + spec.kill_timeout,
+                killed: false,
+                then,
+            };
+            out.push(Action::KillGroup {
+                pgid: pid,
+                sig: spec.kill_signal.0,
+            });
+            // A frozen (SIGSTOPped) process handles its stop signal only once it runs again, as
+            // systemd and s6 do; for a running one SIGCONT is a no-op.
+            if spec.kill_signal.0 != libc::SIGCONT {
                 out.push(Action::KillGroup {
                     pgid: pid,
-                    sig: spec.kill_signal.0,
+                    sig: libc::SIGCONT,
                 });
-                // A frozen (SIGSTOPped) process handles its stop signal only once it runs again,
-                // as systemd and s6 do; for a running one SIGCONT is a no-op.
-                if spec.kill_signal.0 != libc::SIGCONT {
-                    out.push(Action::KillGroup {
-                        pgid: pid,
-                        sig: libc::SIGCONT,
-                    });
-                }
             }
-            Phase::Stopping {
-                pid,
-                deadline,
-                killed,
-                ..
-            } => {
-                inst.phase = Phase::Stopping {
-                    pid,
-                    deadline,
-                    killed,
-                    then,
-                };
-            }
-            _ => {}
         }
     }
 
@@ -657,4 +650,4 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -133,6 +133,9 @@ pub struct Instance {
 
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// Stable while the app exists (`Trigger::app`): its index in the first file; apps added
+    /// by `pmi apply` get new keys.
+    pub key: usize,
     pub spec: Arc<AppSpec>,
     /// `pmi stop` suspends the cron until `pmi start`.
     pub cron_suspended: bool,
@@ -181,6 +184,7 @@ impl State {
                 st.add_instance(i, index);
             }
             st.apps.push(AppState {
+                key: i,
                 spec,
                 cron_suspended: false,
                 cron_next,
@@ -235,5 +239,23 @@ impl State {
 
     pub fn app_index(&self, name: &str) -> Option<usize> {
         self.apps.iter().position(|a| a.spec.name == name)
+    }
+
+    /// The index of the app with this key (see `AppState::key`).
+    pub fn app_by_key(&self, key: usize) -> Option<usize> {
+        self.apps.iter().position(|a| a.key == key)
+    }
+
+    /// Forgets an app whose instances are all gone; later apps move down one index.
+    pub fn forget_app(&mut self, app: usize) {
+        if app >= self.apps.len() || self.instances.iter().any(|i| i.app == app) {
+            return;
+        }
+        self.apps.remove(app);
+        for i in &mut self.instances {
+            if i.app > app {
+                i.app -= 1;
+            }
+        }
     }
 }

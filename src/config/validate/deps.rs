@@ -78,15 +78,15 @@ impl Validator<'_> {
         let all: Vec<String> = apps.iter().map(|a| a.name.clone()).collect();
         for o in only {
             if !apps.iter().any(|a| &a.name == o || &a.namespace == o) {
-                self.d.error(
-                    pos,
-                    None,
-                    None,
-                    format!(
-                        "--only: no app or namespace named '{o}'; apps in this file: {}",
-                        all.join(", ")
-                    ),
+                let msg = format!(
+                    "--only: no app or namespace named '{o}'; apps in this file: {}",
+                    all.join(", ")
                 );
+                if self.opts.only_missing_warns {
+                    self.d.warn(pos, None, None, msg);
+                } else {
+                    self.d.error(pos, None, None, msg);
+                }
             }
         }
         let mut kept: Vec<AppSpec> = apps.into_iter().filter(wanted).collect();

@@ -54,6 +54,7 @@ impl Validator<'_> {
                             s.memory_check_interval = Some(d);
                         }
                         "socket_group" => s.socket_group = Some(units::string(n)?),
+                        "watch_config" => s.watch_config = Some(units::boolean(n)?),
                         k => self.d.warn(
                             x.key_pos,
                             None,

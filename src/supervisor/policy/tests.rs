@@ -498,3 +498,38 @@ fn a_stop_sends_sigcont_after_the_kill_signal_so_a_frozen_app_can_stop() {
     };
     assert!(at(libc::SIGINT) < at(libc::SIGCONT), "{acts:?}");
 }
+
+#[test]
+fn a_removal_is_final_even_while_a_restart_stops_or_drains() {
+    let now = Clock::new().0;
+    let (mut st, _) = started(vec![app("a"), app("b")], now);
+    // a: restart, the leader exits while its group drains, then the app is removed.
+    let pid = pid_of(&st, 0);
+    st.restart_all(&[0], now);
+    st.on_exit(pid, ExitStatus::Code(0), now);
+    assert!(matches!(
+        st.get(0).map(|i| &i.phase),
+        Some(Phase::Draining {
+            then: Then::Restart,
+            ..
+        })
+    ));
+    st.scale(0, 0, now);
+    let acts = st.on_group_empty(0, now);
+    assert!(acts.contains(&Action::Removed(0)), "{acts:?}");
+    assert!(st.get(0).is_none());
+    // b: removed, then a restart (cron, memory, `pmi restart`) while it stops.
+    st.scale(1, 0, now);
+    let acts = st.restart_all(&[1], now);
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::Spawn(_))),
+        "{acts:?}"
+    );
+    assert!(matches!(
+        st.get(1).map(|i| &i.phase),
+        Some(Phase::Stopping {
+            then: Then::Remove,
+            ..
+        })
+    ));
+}
