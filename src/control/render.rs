@@ -324,7 +324,7 @@ pub fn log_line(l: &LogLine, json: bool) -> String {
         Stream::Err => " err",
     };
     let ts = chrono::DateTime::from_timestamp_millis(l.ts_ms as i64)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default();
     format!("{ts} {}:{}{tag} | {}\n", l.app, l.instance, l.text)
 }
