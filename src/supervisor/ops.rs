@@ -97,10 +97,7 @@ impl State {
                 .all(|id| self.get(*id).is_none_or(|i| !i.phase.is_active()))
                 .then(briefs),
             Wait::Ready(list) => self.check_ready(list).map(|r| r.and_then(|()| briefs())),
-            Wait::Gone(ids) => ids
-                .iter()
-                .all(|id| self.get(*id).is_none())
-                .then(|| Ok(Vec::new())),
+            Wait::Gone(ids) => ids.iter().all(|id| self.get(*id).is_none()).then(briefs),
         }
     }
 }
