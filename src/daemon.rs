@@ -19,6 +19,9 @@ use crate::supervisor::apply::ApplyConfig;
 use crate::supervisor::Supervisor;
 use crate::term::err_line;
 
+/// How long a pmi already on the socket has to answer the start-up hello.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Runs the apps of `file` until they are all done or pmi is told to stop. Returns the exit code.
 pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> Result<i32, Failure> {
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
@@ -53,6 +56,7 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> Result
         flags: flag_settings(&opts, socket.clone()),
     };
     let settings = merge_settings(loaded.spec.settings.clone(), &opts, socket);
+    refuse_if_running(settings.socket.as_deref())?;
     // Before any thread exists (the log writers, tracing's): threads inherit the signal mask.
     signals::prepare_process();
     let format = settings.log_format.unwrap_or_default();
@@ -74,6 +78,22 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> Result
             Err(Failure::Internal(String::new()))
         }
     }
+}
+
+/// Another pmi answers where this one would put its socket (`docker exec ctr pmi apps.yaml`):
+/// start nothing, and say how to reach the running one (SPEC §7). Checked before any spawn.
+fn refuse_if_running(explicit: Option<&Path>) -> Result<(), Failure> {
+    let uid = nix::unistd::geteuid().as_raw();
+    for p in crate::control::socket::server_candidates(explicit, uid) {
+        if let Some(pid) = crate::control::socket::answering_pmi(&p, PROBE_TIMEOUT) {
+            let pid = pid.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            return Err(Failure::Usage(format!(
+                "pmi: pmi is already running (pid {pid}, socket {}); use `pmi status`, `pmi apply`; nothing was started",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Command-line flags win over the file's `pmi:` block.
@@ -135,11 +155,17 @@ async fn serve(
     }
     let (sock, group) = (settings.socket.as_deref(), settings.socket_group.as_deref());
     match crate::control::server::bind(sock, group) {
-        Ok(l) => drop(tokio::spawn(crate::control::server::serve(
-            l,
-            handle.clone(),
-        ))),
-        Err(e) => tracing::warn!("control socket: {e}; apps run without it"),
+        Ok(l) => {
+            // Said at every start: where `pmi status` finds this pmi.
+            tracing::info!("control socket: {}", l.path().display());
+            drop(tokio::spawn(crate::control::server::serve(
+                l,
+                handle.clone(),
+            )))
+        }
+        Err(e) => tracing::warn!(
+            "no control socket: {e}; apps run without it (`pmi status` and `pmi health` cannot reach this pmi; give a writable path with --socket or PMI_SOCKET)"
+        ),
     }
     let triggers = sup.triggers();
     drop(tokio::spawn(crate::watch::manage(

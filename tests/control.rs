@@ -500,14 +500,19 @@ fn hostile_clients_get_errors_and_the_apps_are_untouched() {
             "{first}"
         );
     }
-    // The silent client is dropped after the read timeout.
+    // The silent client is dropped after the read timeout, or sooner, when the burst needed
+    // its slot (the longest-idle connection makes room for a newcomer).
     let mut silent = silent;
     silent
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut rest = Vec::new();
     let _ = silent.read_to_end(&mut rest);
-    assert!(String::from_utf8_lossy(&rest).contains("timeout"));
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.contains("timeout") || rest.contains("was idle"),
+        "{rest}"
+    );
 
     assert!(pmi.cli(&["health", "--ready"]).status.success());
     let after: Vec<_> = pmi.instances().iter().map(|i| i.2).collect();
@@ -604,7 +609,7 @@ fn unreachable_is_exit_3_within_a_second_and_a_live_socket_is_kept() {
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     assert!(t < Duration::from_millis(2500), "{t:?}");
 
-    // A second pmi on the same socket leaves the first one's socket alone and runs its apps.
+    // A second pmi on the same socket leaves the first one's socket alone and starts nothing.
     let shared = tempfile::tempdir().unwrap();
     let sock = shared.path().join("pmi.sock");
     let first = Pmi::start_at(
@@ -627,22 +632,12 @@ fn unreachable_is_exit_3_within_a_second_and_a_live_socket_is_kept() {
         .spawn()
         .unwrap();
     let _wd = Watchdog::new(second.id() as i32, Duration::from_secs(60));
-    let mut err = second.stderr.take().unwrap();
     let mut warning = Vec::new();
-    let mut buf = [0u8; 512];
-    while !String::from_utf8_lossy(&warning).contains("another pmi is running") {
-        match err.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => warning.extend(&buf[..n]),
-        }
-    }
-    let _ = second.kill();
-    let _ = second.wait();
-    assert!(
-        String::from_utf8_lossy(&warning).contains("another pmi is running"),
-        "{}",
-        String::from_utf8_lossy(&warning)
-    );
+    let _ = second.stderr.take().unwrap().read_to_end(&mut warning);
+    let code = second.wait().unwrap().code();
+    let warning = String::from_utf8_lossy(&warning);
+    assert_eq!(code, Some(2), "{warning}");
+    assert!(warning.contains("pmi is already running"), "{warning}");
     assert!(first.ok(&["status"]).contains("first"));
 
     // A stale socket (its pmi was killed) is replaced by the next pmi.

@@ -503,6 +503,29 @@ fn a_non_root_user_works() {
     );
 }
 
+/// The usual hardened combination: the root-owned tmpfs /run refuses /run/pmi, /tmp is read-only;
+/// Docker's writable /dev/shm keeps a socket, and `docker exec` finds it.
+#[test]
+fn read_only_with_tmpfs_run_as_a_user_keeps_a_socket_in_dev_shm() {
+    let t = "shm";
+    if !docker_available(t) {
+        return;
+    }
+    let args = ["--read-only", "--tmpfs", "/run", "--user", "1000:1000"];
+    runs_restricted(t, &args, "/dev/shm/pmi-1000/pmi.sock", &[]);
+    let img = Image::build(t, &apps_file(&sleeper("app", "")));
+    let ctr = img.run(t, &args);
+    ctr.wait_online(1);
+    let o = ctr.exec(&["pmi", "health"]);
+    assert!(o.status.success(), "pmi health: {}", text(&o));
+    assert!(
+        ctr.logs()
+            .contains("control socket: /dev/shm/pmi-1000/pmi.sock"),
+        "pmi says where its socket is: {}",
+        ctr.logs()
+    );
+}
+
 #[test]
 fn http_probes_metrics_and_status_in_a_container() {
     let t = "http";

@@ -65,7 +65,8 @@ fn dependents_wait_for_started_ready_and_completed() {
         t["side"][0] < done,
         "started: side runs beside migrate {t:?}"
     );
-    assert!(t["side"][0] >= migrate, "{t:?}");
+    // (`started` means migrate was spawned; which python writes its line first is a race.)
+    assert!(migrate < done, "{t:?}");
     assert!(
         web_start >= done,
         "completed: web after migrate exited {t:?}"

@@ -22,6 +22,8 @@ use crate::term::{err_line, out};
 pub const REACH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time for the answer to a read-only request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `logs --follow` checks, while no line comes, that its output still has a reader.
+const HANGUP_CHECK: Duration = Duration::from_millis(500);
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +128,7 @@ impl Connection {
 
     fn read_raw(&mut self, limit: Option<Duration>) -> Result<Response, FrameError> {
         self.stream.set_read_timeout(limit)?;
-        proto::read_frame(&mut self.stream)
+        proto::read_reply(&mut self.stream)
     }
 
     /// Reads one response; `None` waits without limit.
@@ -174,6 +176,7 @@ pub fn run(cmd: Cmd, socket: Option<PathBuf>) -> Result<i32, Failure> {
     let path = socket_path(socket.as_deref());
     let code = match &req {
         Request::Logs { follow: true, .. } => follow(&path, &req, json)?,
+        Request::Scale { app, .. } => scale(&path, app, &req)?,
         _ => show(&req, request(&path, &req)?, json),
     };
     Ok(code)
@@ -349,6 +352,26 @@ fn verb(req: &Request) -> &'static str {
     }
 }
 
+/// `pmi scale`: the app's instances before (same connection), the scale, and what changed.
+fn scale(path: &Path, app: &str, req: &Request) -> Result<i32, ClientError> {
+    let status = Request::Status {
+        target: Some(app.to_string()),
+    };
+    let mut c = Connection::open(path, &status)?;
+    let before = match c.answer(&status) {
+        Ok(Response::Status(r)) => r.instances,
+        // No instance left (scaled to 0 before): the scale itself says whether the app exists.
+        _ => Vec::new(),
+    };
+    match c.call(req)? {
+        Response::Done { instances } => {
+            out(&render::scaled(app, &before, &instances));
+            Ok(exit::OK)
+        }
+        other => Ok(show(req, other, false)),
+    }
+}
+
 /// `logs --follow`: the history, then lines as they come, until pmi closes the connection.
 fn follow(path: &Path, req: &Request, json: bool) -> Result<i32, ClientError> {
     let mut c = Connection::open(path, req)?;
@@ -361,8 +384,19 @@ fn follow(path: &Path, req: &Request, json: bool) -> Result<i32, ClientError> {
         }
     }
     loop {
+        // Whoever reads our output may be gone (a `docker exec` client without -t that died):
+        // then stop following, so that pmi's follower ends too.
+        match super::hangup::wait(&c.stream, HANGUP_CHECK) {
+            super::hangup::Seen::Nothing => continue,
+            super::hangup::Seen::HungUp => return Ok(exit::OK),
+            super::hangup::Seen::Readable => {}
+        }
         match c.read(None) {
-            Ok(Response::Log(l)) => out(&render::log_line(&l, json)),
+            Ok(Response::Log(l)) => {
+                if !super::hangup::write_out(&render::log_line(&l, json)) {
+                    return Ok(exit::OK);
+                }
+            }
             Ok(Response::Error(e)) => return Err(ClientError::Reply(e)),
             Ok(_) => {}
             // pmi exited: the stream is over.

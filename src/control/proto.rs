@@ -21,6 +21,12 @@ pub use crate::report::{AppDescription, InstanceRow, PmiInfo, StatusReport};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest frame body either side reads or writes (1 MiB).
 pub const MAX_FRAME: usize = 1 << 20;
+/// The largest answer a client puts together from `part` frames (256 MiB: far above the status
+/// of the most instances pmi accepts).
+pub const MAX_REPLY: usize = 256 << 20;
+/// Bytes of an answer's JSON text carried by one `part` frame; escaped in a JSON string it is at
+/// most twice as long, well under `MAX_FRAME`.
+const PART_BYTES: usize = 256 << 10;
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +123,13 @@ pub enum Response {
         lines: Vec<LogLine>,
     },
     Log(LogLine),
+    /// A piece of an answer too big for one frame: the answer's JSON text, cut in pieces; the
+    /// client joins the `data` of consecutive parts up to the one with `more: false` and reads
+    /// the result as the answer (docs/protocol.md).
+    Part {
+        data: String,
+        more: bool,
+    },
     Health {
         ok: bool,
         /// Why not, in one line.
@@ -204,6 +217,56 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
+/// An answer as frames: one frame, or `part` frames when it is over `MAX_FRAME`.
+pub fn encode_reply(msg: &Response) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_string(msg)?;
+    if body.len() <= MAX_FRAME {
+        return encode(msg);
+    }
+    if body.len() > MAX_REPLY {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut out = Vec::with_capacity(body.len() + body.len() / 4);
+    let mut rest = body.as_str();
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(PART_BYTES);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (piece, tail) = rest.split_at(cut);
+        out.extend(encode(&Response::Part {
+            data: piece.to_string(),
+            more: !tail.is_empty(),
+        })?);
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// Blocking read of one answer (the client side): a frame, or the `part` frames of a big one.
+pub fn read_reply<R: Read>(r: &mut R) -> Result<Response, FrameError> {
+    let mut text = String::new();
+    loop {
+        match read_frame(r)? {
+            Response::Part { data, more } => {
+                if text.len() + data.len() > MAX_REPLY {
+                    return Err(FrameError::TooLarge(text.len() + data.len()));
+                }
+                text.push_str(&data);
+                if !more {
+                    return Ok(serde_json::from_str(&text)?);
+                }
+            }
+            other if text.is_empty() => return Ok(other),
+            _ => {
+                return Err(FrameError::Io(std::io::Error::other(
+                    "an answer's parts were interrupted",
+                )))
+            }
+        }
+    }
+}
+
 /// The body length a frame header announces, checked against the cap.
 pub fn body_len(header: [u8; 4]) -> Result<usize, FrameError> {
     let n = u32::from_be_bytes(header) as usize;
@@ -272,6 +335,42 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"type":"error","kind":"busy","message":"busy"})
+        );
+    }
+
+    #[test]
+    fn a_big_answer_goes_in_parts_and_comes_back_whole() {
+        // Quotes and multi-byte characters: escaping and cuts at char boundaries.
+        let line = LogLine {
+            pm_id: 1,
+            app: "a".into(),
+            instance: 0,
+            stream: Stream::Out,
+            ts_ms: 5,
+            text: "\"é€\"".repeat(100_000),
+        };
+        let msg = Response::Logs {
+            lines: vec![line; 10],
+        };
+        let bytes = encode_reply(&msg).unwrap();
+        let mut r = &bytes[..];
+        let mut frames = 0;
+        while !r.is_empty() {
+            let n = body_len([r[0], r[1], r[2], r[3]]).unwrap();
+            r = &r[4 + n..];
+            frames += 1;
+        }
+        assert!(frames > 10, "{frames}");
+        assert_eq!(read_reply(&mut &bytes[..]).unwrap(), msg);
+        // A small answer is one ordinary frame, as before.
+        let small = Response::Health {
+            ok: true,
+            reason: None,
+        };
+        assert_eq!(encode_reply(&small).unwrap(), encode(&small).unwrap());
+        assert_eq!(
+            read_reply(&mut &encode(&small).unwrap()[..]).unwrap(),
+            small
         );
     }
 

@@ -80,7 +80,12 @@ pub fn table(rows: &[InstanceRow], color: bool) -> String {
                     "0".into()
                 },
                 r.restarts.to_string(),
-                r.status.as_str().to_string(),
+                if r.paused {
+                    // A SIGSTOPped process: pmi still supervises it, but it runs no code.
+                    format!("{} (paused)", r.status.as_str())
+                } else {
+                    r.status.as_str().to_string()
+                },
                 cpu(r.cpu_percent),
                 bytes(r.memory_bytes),
             ]
@@ -400,7 +405,8 @@ pub fn applied(r: &ApplyReport) -> (String, String) {
     (out, err)
 }
 
-/// One line of `pmi logs`: `app:N | text` (`app:N err | text` for stderr), or JSON.
+/// One line of `pmi logs`: `TIME app:N | text` (`TIME app:N err | text` for stderr), TIME
+/// being when pmi read the line (UTC, milliseconds), or JSON.
 pub fn log_line(l: &LogLine, json: bool) -> String {
     if json {
         return serde_json::to_string(l).map_or_else(|_| String::new(), |s| s + "\n");
@@ -409,7 +415,44 @@ pub fn log_line(l: &LogLine, json: bool) -> String {
         Stream::Out => "",
         Stream::Err => " err",
     };
-    format!("{}:{}{tag} | {}\n", l.app, l.instance, l.text)
+    let ts = chrono::DateTime::from_timestamp_millis(l.ts_ms as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    format!("{ts} {}:{}{tag} | {}\n", l.app, l.instance, l.text)
+}
+
+/// `pmi scale APP N`: what changed, from the app's instances before and after.
+pub fn scaled(app: &str, before: &[InstanceRow], after: &[Brief]) -> String {
+    let label = |name: &str, i: u32| format!("{name}:{i}");
+    let removed: Vec<String> = before
+        .iter()
+        .filter(|r| !after.iter().any(|b| b.id == r.id))
+        .map(|r| label(&r.name, r.instance))
+        .collect();
+    let added: Vec<String> = after
+        .iter()
+        .filter(|b| !before.iter().any(|r| r.id == b.id))
+        .map(|b| match b.pid {
+            Some(p) => format!("{} pid {p}", label(&b.name, b.instance)),
+            None => label(&b.name, b.instance),
+        })
+        .collect();
+    let mut what = Vec::new();
+    if !added.is_empty() {
+        what.push(format!("added {}", added.join(", ")));
+    }
+    if !removed.is_empty() {
+        what.push(format!("removed {}", removed.join(", ")));
+    }
+    if what.is_empty() {
+        what.push("no change".into());
+    }
+    format!(
+        "{app}: scaled {} → {} ({})\n",
+        before.len(),
+        after.len(),
+        what.join("; ")
+    )
 }
 
 #[cfg(test)]
@@ -434,6 +477,7 @@ mod tests {
             exec_mode: "fork".into(),
             cron_next: None,
             readiness: Default::default(),
+            paused: false,
         }
     }
 
@@ -510,7 +554,38 @@ mod tests {
             ts_ms: 1,
             text: "boom".into(),
         };
-        assert_eq!(log_line(&l, false), "api:0 err | boom\n");
+        assert_eq!(
+            log_line(&l, false),
+            "1970-01-01T00:00:00.001Z api:0 err | boom\n"
+        );
+        let before: Vec<InstanceRow> = (0..4)
+            .map(|i| InstanceRow {
+                id: i,
+                instance: i,
+                ..row(i, "web", Status::Online, Some(10 + i))
+            })
+            .collect();
+        let kept = Brief {
+            id: 0,
+            name: "web".into(),
+            instance: 0,
+            pid: Some(10),
+            status: Status::Online,
+        };
+        assert_eq!(
+            scaled("web", &before, std::slice::from_ref(&kept)),
+            "web: scaled 4 → 1 (removed web:1, web:2, web:3)\n"
+        );
+        let new = Brief {
+            id: 7,
+            instance: 1,
+            pid: Some(70),
+            ..kept.clone()
+        };
+        assert_eq!(
+            scaled("web", &before[..1], &[kept, new]),
+            "web: scaled 1 → 2 (added web:1 pid 70)\n"
+        );
         assert!(log_line(&l, true).starts_with("{\"pm_id\":0"));
     }
 }

@@ -1,6 +1,7 @@
 //! The control server: a Unix socket inside pmi that answers the verbs.
 //!
-//! `bind` makes the socket (default `/run/pmi/pmi.sock`, else `/tmp/pmi-<uid>/pmi.sock`), probing a
+//! `bind` (in `bind.rs`) makes the socket (default `/run/pmi/pmi.sock`, else
+//! `/tmp/pmi-<uid>/pmi.sock`, else `/dev/shm/pmi-<uid>/pmi.sock`), probing a
 //! stale one first; `serve` accepts connections, checks each peer's credentials, and answers
 //! requests: reads from the snapshot, mutations through the supervisor's inbox (answered with the
 //! supervisor's reply, i.e. after the effect). Invariant: no client can block, crash or slow the
@@ -8,15 +9,14 @@
 //! limited, and errors end only the connection they happened on.
 
 use std::collections::HashMap;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::timeout;
 
 use super::logsrc;
@@ -24,7 +24,7 @@ use super::proto::{
     self, ErrorKind, ErrorReply, FrameError, LogLine, Request, Response, Stream, PROTOCOL_VERSION,
 };
 
-use super::socket::{connect_once, fallback_socket, DEFAULT_SOCKET};
+pub use super::bind::{bind, Listener};
 use crate::api::{ApplyMsg, ApplyRequest, Brief, ControlMsg, Handle, Op, OpError, Target};
 use crate::report::sample::{Sampler, Usage};
 use crate::report::view;
@@ -34,163 +34,8 @@ use crate::status::{InstanceStatus, Snapshot};
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that does not read its answer for this long is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more get a `busy` error.
-pub const MAX_CONNECTIONS: usize = 64;
-
-/// A bound control socket, ready for `serve`.
-#[derive(Debug)]
-pub struct Listener {
-    inner: std::os::unix::net::UnixListener,
-    path: PathBuf,
-    group: Option<u32>,
-}
-
-impl Listener {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Why a socket could not be made where it was tried.
-enum BindError {
-    /// The place is not writable (read-only /run, not ours): the next default may be tried.
-    Unusable(String),
-    /// Do not try elsewhere (another pmi answers, a non-socket file is in the way).
-    Fatal(String),
-}
-
-impl BindError {
-    fn message(self) -> String {
-        match self {
-            BindError::Unusable(m) | BindError::Fatal(m) => m,
-        }
-    }
-}
-
-/// Makes the control socket at `path`, or at the defaults. `socket_group` (a name or gid) lets a
-/// group use it besides root and pmi's own uid. The error says why no socket was made; pmi then
-/// runs its apps without one.
-pub fn bind(path: Option<&Path>, socket_group: Option<&str>) -> Result<Listener, String> {
-    let group = socket_group.map(group_id).transpose()?;
-    if let Some(p) = path {
-        return bind_at(p, group, false).map_err(BindError::message);
-    }
-    match bind_at(Path::new(DEFAULT_SOCKET), group, true) {
-        Ok(l) => Ok(l),
-        Err(BindError::Fatal(m)) => Err(m),
-        Err(BindError::Unusable(first)) => {
-            let fb = fallback_socket(nix::unistd::geteuid().as_raw());
-            bind_at(&fb, group, true).map_err(|e| format!("{first}; and {}", e.message()))
-        }
-    }
-}
-
-fn group_id(g: &str) -> Result<u32, String> {
-    if let Ok(n) = g.parse::<u32>() {
-        return Ok(n);
-    }
-    match nix::unistd::Group::from_name(g) {
-        Ok(Some(gr)) => Ok(gr.gid.as_raw()),
-        _ => Err(format!(
-            "socket_group '{g}' is neither a gid nor a group in /etc/group"
-        )),
-    }
-}
-
-/// `own_dir`: the directory is pmi's (a default path): create it or take it over with pmi's mode.
-/// Otherwise only a directory pmi creates gets that mode.
-fn bind_at(path: &Path, group: Option<u32>, own_dir: bool) -> Result<Listener, BindError> {
-    let (dir_mode, sock_mode) = if group.is_some() {
-        (0o750, 0o660)
-    } else {
-        (0o700, 0o600)
-    };
-    let shown = path.display();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let unusable = |what: &str, e: io::Error| {
-        BindError::Unusable(format!("cannot {what} for the control socket {shown}: {e}"))
-    };
-    let created = match std::fs::DirBuilder::new().mode(dir_mode).create(dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-        Err(e) if !own_dir && e.kind() == io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(dir_mode)
-                .create(dir)
-                .map_err(|e| unusable(&format!("create {}", dir.display()), e))?;
-            true
-        }
-        Err(e) => return Err(unusable(&format!("create {}", dir.display()), e)),
-    };
-    if created || own_dir {
-        let meta =
-            std::fs::symlink_metadata(dir).map_err(|e| unusable("inspect its directory", e))?;
-        let me = nix::unistd::geteuid().as_raw();
-        if !meta.is_dir() || meta.uid() != me {
-            return Err(BindError::Unusable(format!(
-                "{} is not a directory owned by uid {me}; not using it for the control socket",
-                dir.display()
-            )));
-        }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
-            .map_err(|e| unusable("set the mode of its directory", e))?;
-        chown_group(dir, group).map_err(|e| unusable("give its directory to the group", e))?;
-    }
-    remove_stale(path)?;
-    let inner = std::os::unix::net::UnixListener::bind(path).map_err(|e| unusable("bind", e))?;
-    let finish = || -> io::Result<()> {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(sock_mode))?;
-        chown_group(path, group)?;
-        inner.set_nonblocking(true)
-    };
-    if let Err(e) = finish() {
-        let _ = std::fs::remove_file(path);
-        return Err(BindError::Fatal(format!(
-            "cannot set up the control socket {shown}: {e}"
-        )));
-    }
-    Ok(Listener {
-        inner,
-        path: path.to_path_buf(),
-        group,
-    })
-}
-
-fn chown_group(path: &Path, group: Option<u32>) -> io::Result<()> {
-    match group {
-        Some(g) => std::os::unix::fs::chown(path, None, Some(g)),
-        None => Ok(()),
-    }
-}
-
-/// A socket file that nobody answers on is replaced; one that answers means another pmi.
-fn remove_stale(path: &Path) -> Result<(), BindError> {
-    let shown = path.display();
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(BindError::Unusable(format!("cannot inspect {shown}: {e}"))),
-    };
-    if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
-        return Err(BindError::Fatal(format!(
-            "{shown} exists and is not a socket; not replacing it (choose another path with --socket)"
-        )));
-    }
-    match connect_once(path) {
-        Ok(_) => Err(BindError::Fatal(format!(
-            "another pmi is running: it answers on {shown}; this one runs its apps without a control socket (give it another with --socket)"
-        ))),
-        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(BindError::Fatal(format!(
-            "another pmi is running on {shown} (its backlog is full); this one runs without a control socket"
-        ))),
-        Err(_) => std::fs::remove_file(path)
-            .map_err(|e| BindError::Unusable(format!("cannot remove the stale socket {shown}: {e}"))),
-    }
-}
+use super::slots::Slots;
+pub use super::slots::{MAX_CONNECTIONS, MAX_FOLLOWERS};
 
 /// Removes the socket file when the server ends, unless another process replaced it.
 struct Cleanup {
@@ -213,6 +58,7 @@ struct Ctx {
     sampler: Arc<Mutex<Sampler>>,
     group: Option<u32>,
     me: u32,
+    slots: Slots,
 }
 
 /// Serves the socket until the task is dropped (the socket file goes with it). Never returns an
@@ -239,8 +85,8 @@ pub async fn serve(listener: Listener, handle: Handle) {
         sampler: Arc::new(Mutex::new(Sampler::default())),
         group: listener.group,
         me: nix::unistd::geteuid().as_raw(),
+        slots: Slots::default(),
     });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match sock.accept().await {
             Ok((s, _)) => s,
@@ -251,10 +97,10 @@ pub async fn serve(listener: Listener, handle: Handle) {
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some(permit) = ctx.slots.request_slot().await else {
             let busy = ErrorReply::new(
                 ErrorKind::Busy,
-                format!("pmi is busy: {MAX_CONNECTIONS} control connections are open; try again"),
+                format!("pmi is busy: {MAX_CONNECTIONS} control connections are being answered; try again"),
             );
             if let Ok(b) = proto::encode(&Response::Error(busy)) {
                 let _ = stream.try_write(&b);
@@ -263,8 +109,7 @@ pub async fn serve(listener: Listener, handle: Handle) {
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            connection(stream, &ctx).await;
-            drop(permit);
+            connection(stream, &ctx, permit).await;
         });
     }
 }
@@ -298,7 +143,33 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-async fn connection(stream: UnixStream, ctx: &Ctx) {
+/// Reads the next request, unless the connection is evicted meanwhile (every request slot taken
+/// and this one the longest idle): then it is told so and `None` ends it.
+async fn next_request<R, W>(
+    ctx: &Ctx,
+    rd: &mut R,
+    wr: &mut W,
+) -> Option<Result<Request, FrameError>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let ticket = ctx.slots.waiting();
+    tokio::select! {
+        r = read_request(rd) => Some(r),
+        _ = ticket.evicted.notified() => {
+            let msg = format!(
+                "closed: this connection was idle while all {MAX_CONNECTIONS} control connections were taken"
+            );
+            let _ = send(wr, &error(ErrorKind::Busy, msg)).await;
+            None
+        }
+    }
+}
+
+/// Serves one connection; `slot` is its request slot, exchanged for a follower slot by
+/// `logs --follow`.
+async fn connection(stream: UnixStream, ctx: &Ctx, slot: OwnedSemaphorePermit) {
     if !allowed(&stream, ctx) {
         let msg = "permission denied: the control socket is for root, pmi's own user and its socket_group";
         let (_, mut wr) = stream.into_split();
@@ -306,7 +177,10 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
         return;
     }
     let (mut rd, mut wr) = stream.into_split();
-    match read_request(&mut rd).await {
+    let Some(first) = next_request(ctx, &mut rd, &mut wr).await else {
+        return;
+    };
+    match first {
         Ok(Request::Hello { version }) if version == PROTOCOL_VERSION => {
             let hello = hello();
             if send(&mut wr, &hello).await.is_err() {
@@ -333,7 +207,10 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
         }
     }
     loop {
-        let req = match read_request(&mut rd).await {
+        let Some(next) = next_request(ctx, &mut rd, &mut wr).await else {
+            return;
+        };
+        let req = match next {
             Ok(r) => r,
             Err(e) => {
                 if let Some(reply) = frame_error(e) {
@@ -349,6 +226,15 @@ async fn connection(stream: UnixStream, ctx: &Ctx) {
             stream,
         } = req
         {
+            // Followers have their own cap: they never take a slot `health` or `status` needs.
+            let Some(_follower) = ctx.slots.follower_slot() else {
+                let msg = format!(
+                    "pmi is busy: {MAX_FOLLOWERS} `logs --follow` streams are open; try again"
+                );
+                let _ = send(&mut wr, &error(ErrorKind::Busy, msg)).await;
+                return;
+            };
+            drop(slot);
             follow_logs(ctx, &mut rd, &mut wr, target, lines, stream).await;
             return;
         }
@@ -404,13 +290,14 @@ async fn read_request<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Request, Frame
         .unwrap_or(Err(FrameError::Timeout))
 }
 
-/// Writes one frame within `WRITE_TIMEOUT`. A reply too big for a frame becomes an error reply.
+/// Writes one answer within `WRITE_TIMEOUT`: a frame, or `part` frames for a big one; one over
+/// even `MAX_REPLY` becomes an error reply.
 async fn send<W: AsyncWrite + Unpin>(wr: &mut W, msg: &Response) -> Result<(), FrameError> {
-    let bytes = match proto::encode(msg) {
+    let bytes = match proto::encode_reply(msg) {
         Ok(b) => b,
         Err(FrameError::TooLarge(n)) => proto::encode(&error(
             ErrorKind::FrameTooLarge,
-            format!("the answer ({n} bytes) is over the frame limit; ask for less"),
+            format!("the answer ({n} bytes) is over the answer limit; ask for less"),
         ))?,
         Err(e) => return Err(e),
     };

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod helper;
 pub mod listen;
 pub mod notify;
+pub mod pdeath;
 pub mod pid1;
 pub mod proc;
 pub mod reap;

@@ -134,12 +134,16 @@ pub fn spawn_with(req: &SpawnRequest<'_>, pass: &Pass<'_>) -> Result<Spawned, Sp
     let nfds = pass.fds.len();
     let err_fd = err_write.as_raw_fd();
     let mut image = image;
+    let pmi_pid = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (setpgid, tcsetpgrp, sigaction, sigprocmask, setgroups, setgid, setuid, fcntl, dup2,
-    // getpid, write, execvp, _exit); it allocates nothing: `image` was built before fork.
+    // (setpgid, tcsetpgrp, sigaction, sigprocmask, setgroups, setgid, setuid, prctl, getppid,
+    // fcntl, dup2, getpid, write, execvp, _exit); it allocates nothing: `image` was built before
+    // fork.
     unsafe {
         cmd.pre_exec(move || {
             child_setup(foreground, uid, gid, &groups, nofile)?;
+            // After setuid, which would clear it.
+            super::pdeath::arm(pmi_pid)?;
             exec::place_and_exec(&mut image, &fds[..nfds], err_fd)
         });
     }

@@ -64,6 +64,9 @@ pub struct InstanceRow {
     /// Readiness, health, start order (docs/status-json.md).
     #[serde(flatten)]
     pub readiness: Readiness,
+    /// The process is stopped by a signal (SIGSTOP): online for pmi, but frozen.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// `pmi describe`: one app and the instances the target selected.

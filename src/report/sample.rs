@@ -27,6 +27,8 @@ struct Prev {
 pub struct Usage {
     pub cpu_percent: f64,
     pub memory_bytes: u64,
+    /// The instance's process is stopped by a signal (state `T` in /proc): it runs no code.
+    pub paused: bool,
 }
 
 /// Keeps the previous sample of each process group.
@@ -78,6 +80,7 @@ impl Sampler {
                 Usage {
                     cpu_percent: percent,
                     memory_bytes: u.rss_bytes,
+                    paused: u.leader_stopped,
                 },
             );
         }

@@ -76,6 +76,7 @@ pub fn row(i: &InstanceStatus, usage: &HashMap<i32, Usage>, now_ms: u64) -> Inst
         exec_mode: i.exec_mode.clone(),
         cron_next: i.cron_next,
         readiness: i.readiness.clone(),
+        paused: u.paused,
     }
 }
 
@@ -330,6 +331,7 @@ pub(crate) mod tests {
             Usage {
                 cpu_percent: 1.5,
                 memory_bytes: 4096,
+                ..Usage::default()
             },
         );
         let r = status_report(&s, &s.instances.iter().collect::<Vec<_>>(), &usage, 3_000);

@@ -71,6 +71,33 @@ fn pid_file(spec: &config::AppSpec, id: InstId) -> Option<PathBuf> {
     Some(pf.with_file_name(name))
 }
 
+/// SIGKILLs groups after naming their members (read before the kill, while they exist). One
+/// pass over /proc for the whole batch, and none when every group is already empty (the usual
+/// single-process app), so a shutdown of thousands of instances stays linear.
+fn kill_leftovers(batch: Vec<(i32, Level, String)>) {
+    let alive: Vec<i32> = batch
+        .iter()
+        .map(|b| b.0)
+        .filter(|g| signals::group_alive(*g))
+        .collect();
+    let members = crate::os::proc::group_members(&alive);
+    for (pgid, level, why) in batch {
+        let list: Vec<String> = members
+            .get(&pgid)
+            .into_iter()
+            .flatten()
+            .map(|(pid, cmd)| format!("{pid} ({cmd})"))
+            .collect();
+        match level {
+            Level::Info if list.is_empty() => {}
+            Level::Info => tracing::info!("{why}: {}", list.join(", ")),
+            Level::Warn if list.is_empty() => tracing::warn!("{why}"),
+            Level::Warn => tracing::warn!("{why}: {}", list.join(", ")),
+        }
+        signals::kill_group(pgid, libc::SIGKILL);
+    }
+}
+
 /// The one owner of all run-time state; `run` consumes it.
 pub struct Supervisor {
     state: State,
@@ -376,9 +403,17 @@ impl Supervisor {
             })
             .collect();
         let mut out = Vec::new();
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         for (id, rss, limit) in over {
+            let name = self
+                .state
+                .get(id)
+                .map(|i| format!("{}:{}", self.state.apps[i.app].spec.name, i.index))
+                .unwrap_or_else(|| format!("id {id}"));
             tracing::warn!(
-                "instance {id} uses {rss} bytes, over max_memory_restart {limit}: restarting"
+                "{name} uses {:.1} MiB, over its max_memory_restart of {:.1} MiB: restarting",
+                mib(rss),
+                mib(limit)
             );
             out.extend(self.state.restart_instances(&[id], now));
         }
@@ -391,6 +426,7 @@ impl Supervisor {
         let mut queue = std::collections::VecDeque::from(actions);
         let mut finish = None;
         loop {
+            let mut leftovers = Vec::new();
             while let Some(a) = queue.pop_front() {
                 match a {
                     Action::Spawn(id) => queue.extend(self.spawn(id)),
@@ -398,6 +434,9 @@ impl Supervisor {
                         if !self.graceful_stop(pgid, sig) {
                             signals::kill_group(pgid, sig);
                         }
+                    }
+                    Action::KillLeftovers { pgid, level, why } => {
+                        leftovers.push((pgid, level, why))
                     }
                     Action::Note(Level::Info, msg) => tracing::info!("{msg}"),
                     Action::Note(Level::Warn, msg) => tracing::warn!("{msg}"),
@@ -419,6 +458,9 @@ impl Supervisor {
                         }
                     }
                 }
+            }
+            if !leftovers.is_empty() {
+                kill_leftovers(leftovers);
             }
             // A stop completes when the stopped leader's whole group is gone. Its members are
             // pmi's children by then (PID 1 or subreaper), so every change comes with a SIGCHLD

@@ -93,10 +93,7 @@ impl State {
                 .iter()
                 .all(|id| self.get(*id).is_none_or(|i| !i.phase.is_active()))
                 .then(briefs),
-            Wait::Gone(ids) => ids
-                .iter()
-                .all(|id| self.get(*id).is_none())
-                .then(|| Ok(Vec::new())),
+            Wait::Gone(ids) => ids.iter().all(|id| self.get(*id).is_none()).then(briefs),
             Wait::Reload(r) => self.reload_outcome(*r).map(|o| self.reload_reply(o)),
         }
     }

@@ -32,6 +32,14 @@ pub enum Action {
     Spawn(InstId),
     /// Send a signal to a process group.
     KillGroup { pgid: i32, sig: i32 },
+    /// SIGKILL a process group, first naming what is left of it (pids and commands, read by the
+    /// supervisor before the kill) in pmi's log after `why`; nothing is logged at `Info` when
+    /// the group is already empty.
+    KillLeftovers {
+        pgid: i32,
+        level: Level,
+        why: String,
+    },
     /// Nothing runs any more: clean up the strays and exit with this code.
     Finish { code: i32 },
     /// A message for pmi's log.
@@ -179,7 +187,7 @@ impl State {
                 pid,
                 then,
                 deadline,
-                killed,
+                ..
             } => {
                 inst.last_exit = Some(LastExit {
                     status,
@@ -191,12 +199,21 @@ impl State {
                     Level::Info,
                     format!("{name} stopped ({status})"),
                 ));
-                // The rest of the group had the same stop signal and keeps its kill_timeout;
-                // the supervisor reports `on_group_empty` once it is gone.
+                // The app's own process is gone: what is left of its group (a shell's background
+                // `sleep`, which ignores SIGINT) is killed at once, and the stop was clean if the
+                // leader made it within kill_timeout (a SIGKILL at the deadline marks it unclean).
+                // The supervisor reports `on_group_empty` once the group is gone.
+                out.push(Action::KillLeftovers {
+                    pgid: pid,
+                    level: Level::Info,
+                    why: format!(
+                        "{name}: its process exited; SIGKILL to what is left of its group"
+                    ),
+                });
                 inst.phase = Phase::Draining {
                     pgid: pid,
                     deadline,
-                    killed,
+                    killed: true,
                     then,
                 };
             }
@@ -320,14 +337,11 @@ impl State {
                     ..
                 } if !*killed && *deadline <= now.mono => {
                     *killed = true;
-                    out.push(Action::KillGroup {
+                    out.push(Action::KillLeftovers {
                         pgid: *group,
-                        sig: libc::SIGKILL,
+                        level: Level::Warn,
+                        why: format!("{name} did not stop within its kill_timeout: SIGKILL"),
                     });
-                    out.push(Action::Note(
-                        Level::Warn,
-                        format!("{name} did not stop within its kill_timeout: sending SIGKILL"),
-                    ));
                     if shutting_down {
                         self.killed_in_shutdown = true;
                     }
@@ -453,6 +467,14 @@ impl State {
                 pgid: pid,
                 sig: spec.kill_signal.0,
             });
+            // A frozen (SIGSTOPped) process handles its stop signal only once it runs again, as
+            // systemd and s6 do; for a running one SIGCONT is a no-op.
+            if spec.kill_signal.0 != libc::SIGCONT {
+                out.push(Action::KillGroup {
+                    pgid: pid,
+                    sig: libc::SIGCONT,
+                });
+            }
         }
     }
 

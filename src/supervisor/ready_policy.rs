@@ -14,6 +14,7 @@ use super::policy::{Action, Level};
 use super::readiness::{CheckKind, CheckResult, Config, Decision, LastCheck, ReadyBy, Tracker};
 use super::start_order::{self, AppFacts, Gate, OrderInput};
 use super::state::{InstId, Instance, Now, Phase, State};
+use crate::config::checks::ReadySpec;
 use crate::os::notify::Notice;
 use crate::status::Status;
 
@@ -216,8 +217,10 @@ impl State {
     }
 
     /// Start order facts of every app as they are now (not latched), in one pass over the
-    /// instances (this runs after every event).
-    pub fn current_facts(&self) -> Vec<AppFacts> {
+    /// instances (this runs after every event). `container`: for the container's readiness,
+    /// where an app waiting for pm2's ready message (`wait_ready`) counts once it is online
+    /// after `listen_timeout`, as pm2 treats it; dependents still wait for the message.
+    pub fn current_facts(&self, container: bool) -> Vec<AppFacts> {
         #[derive(Clone, Copy)]
         struct Acc {
             any: bool,
@@ -248,8 +251,11 @@ impl State {
             );
             a.any = true;
             a.started |= running || i.last_exit.is_some();
+            let pm2_online = container && self.apps[i.app].spec.ready == ReadySpec::Message;
             a.ready &= matches!(i.phase, Phase::Running { .. })
-                && i.tracker.as_ref().is_some_and(Tracker::is_ready);
+                && i.tracker
+                    .as_ref()
+                    .is_some_and(|t| t.is_ready() || (pm2_online && t.is_online()));
             a.done &= i.phase == Phase::Stopped && i.last_exit.is_some();
             a.ok &= i.last_exit.is_some_and(|e| !e.failed);
             a.errored |= i.phase == Phase::Errored;
@@ -270,7 +276,7 @@ impl State {
         if self.shutting_down {
             return Err("pmi is shutting down".into());
         }
-        let facts = self.current_facts();
+        let facts = self.current_facts(true);
         start_order::container_ready(self.apps.iter().zip(&facts).map(|(a, f)| {
             let f = AppFacts {
                 // A blocked app holds readiness back as an errored one does.
@@ -286,7 +292,7 @@ impl State {
         if self.apps.iter().all(|a| a.spec.depends_on.is_empty()) {
             return;
         }
-        for (a, cur) in self.current_facts().into_iter().enumerate() {
+        for (a, cur) in self.current_facts(false).into_iter().enumerate() {
             let f = &mut self.apps[a].facts;
             f.started |= cur.started;
             f.ready |= cur.ready;

@@ -249,3 +249,27 @@ fn tracker_deadlines_join_the_policy_deadline() {
     let (idle, _) = started(vec![app("w")], c.0);
     assert_eq!(idle.next_deadline(c.0), None, "nothing timed: pmi sleeps");
 }
+
+#[test]
+fn wait_ready_online_after_listen_timeout_counts_for_the_container_not_for_dependents() {
+    let mut c = Clock::new();
+    let mut api = app("api");
+    api.ready = ReadySpec::Message;
+    let mut web = app("web");
+    web.depends_on = vec![dep("api", Condition::Ready)];
+    let (mut st, _) = started(vec![api, web], c.0);
+    st.on_tick(c.advance(3000)); // listen_timeout
+    assert_eq!(status(&st, 0), Status::Online);
+    assert_eq!(status(&st, 1), Status::Waiting, "no ready message yet");
+    assert!(st
+        .container_ready()
+        .unwrap_err()
+        .starts_with("web: waiting on api"));
+    // Alone, it holds nothing back: pm2 treats it as online.
+    let mut api = app("api");
+    api.ready = ReadySpec::Message;
+    let (mut alone, _) = started(vec![api], c.0);
+    assert!(alone.container_ready().is_err(), "launching");
+    alone.on_tick(c.advance(3000));
+    assert_eq!(alone.container_ready(), Ok(()), "pm2: online anyway");
+}

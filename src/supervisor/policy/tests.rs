@@ -275,10 +275,9 @@ fn shutdown_sends_kill_signal_then_escalates_and_exits_1() {
         .any(|a| matches!(a, Action::Finish { .. })));
     let now = c.advance(900);
     let acts = st.on_tick(now);
-    assert!(acts.contains(&Action::KillGroup {
-        pgid: p0,
-        sig: libc::SIGKILL
-    }));
+    assert!(acts.iter().any(
+        |a| matches!(a, Action::KillLeftovers { pgid, level: Level::Warn, .. } if *pgid == p0)
+    ));
     let acts = exit(p0, ExitStatus::Signal(libc::SIGKILL), c.advance(1), &mut st);
     assert!(acts.contains(&Action::Finish { code: 1 }), "{acts:?}");
 }
@@ -414,7 +413,7 @@ fn scale_takes_lowest_free_index_and_removes_highest() {
     assert_eq!(gone.len(), 2);
     assert_eq!(
         acts.iter()
-            .filter(|a| matches!(a, Action::KillGroup { .. }))
+            .filter(|a| matches!(a, Action::KillGroup { sig, .. } if *sig == libc::SIGINT))
             .count(),
         2
     );
@@ -441,28 +440,46 @@ fn spawn_failure_is_an_exit_with_127() {
     assert_eq!(st.get(0).unwrap().phase, Phase::Errored);
 }
 
+/// Leftovers of a stopped leader's group are killed at once; the stop is clean when the leader
+/// ended within kill_timeout, and unclean only when the deadline forced it.
 #[test]
-fn a_stopped_leaders_group_keeps_its_kill_timeout() {
-    let mut c = Clock::new();
-    let (mut st, _) = started(vec![app("a")], c.0);
-    let p = pid_of(&st, 0);
-    st.on_signal(libc::SIGTERM, c.0);
-    let acts = st.on_exit(p, ExitStatus::Code(0), c.advance(100));
-    assert!(!acts
-        .iter()
-        .any(|a| matches!(a, Action::Finish { .. } | Action::KillGroup { .. })));
-    assert_eq!(st.draining(), vec![(0, p)]);
-    assert!(st
-        .on_tick(c.advance(1000))
-        .iter()
-        .all(|a| !matches!(a, Action::KillGroup { .. })));
-    let acts = st.on_tick(c.advance(500));
-    assert!(acts.contains(&Action::KillGroup {
-        pgid: p,
-        sig: libc::SIGKILL
-    }));
-    let acts = st.on_group_empty(0, c.advance(1));
-    assert!(acts.contains(&Action::Finish { code: 1 }), "{acts:?}");
+fn a_stopped_leaders_group_is_killed_at_once_and_the_stop_counts_as_clean() {
+    // (leader exits after ms, kill_timeout ms, pmi's exit code)
+    let table = [
+        (100, 1600, 0),
+        (1599, 1600, 0),
+        (10, 50, 0),
+        (1700, 1600, 1),
+    ];
+    for (exit_after, timeout, code) in table {
+        let mut c = Clock::new();
+        let mut a = app("a");
+        a.kill_timeout = Duration::from_millis(timeout);
+        let (mut st, _) = started(vec![a], c.0);
+        let p = pid_of(&st, 0);
+        st.on_signal(libc::SIGTERM, c.0);
+        let mut acts = st.on_tick(c.advance(exit_after));
+        acts.extend(st.on_exit(p, ExitStatus::Code(0), c.0));
+        let killed_rest = acts.iter().any(
+            |a| matches!(a, Action::KillLeftovers { pgid, level: Level::Info, .. } if *pgid == p),
+        );
+        assert!(
+            killed_rest || exit_after > timeout,
+            "{exit_after}: {acts:?}"
+        );
+        assert!(!acts.iter().any(|a| matches!(a, Action::Finish { .. })));
+        assert_eq!(st.draining(), vec![(0, p)]);
+        // The group stays empty-pending without any further kill, however long it takes.
+        assert!(st
+            .on_tick(c.advance(10 * timeout))
+            .iter()
+            .all(|a| !matches!(a, Action::KillGroup { .. } | Action::KillLeftovers { .. })));
+        let acts = st.on_group_empty(0, c.advance(1));
+        assert!(
+            acts.contains(&Action::Finish { code }),
+            "{exit_after}: {acts:?}"
+        );
+    }
 }
 
 #[test]
@@ -482,6 +499,20 @@ fn all_names_nothing_but_is_no_error_after_every_instance_was_scaled_away() {
     assert_eq!(st.resolve(&crate::api::Target::All), Ok(vec![]));
     assert_eq!(st.resolve(&crate::api::Target::parse("w")), Ok(vec![]));
     assert!(st.resolve(&crate::api::Target::parse("nope")).is_err());
+}
+
+#[test]
+fn a_stop_sends_sigcont_after_the_kill_signal_so_a_frozen_app_can_stop() {
+    let c = Clock::new();
+    let (mut st, _) = started(vec![app("a")], c.0);
+    let p = pid_of(&st, 0);
+    let acts = st.stop_ids(&[0], c.0);
+    let at = |sig| {
+        acts.iter()
+            .position(|a| *a == Action::KillGroup { pgid: p, sig })
+            .unwrap_or_else(|| panic!("no signal {sig}: {acts:?}"))
+    };
+    assert!(at(libc::SIGINT) < at(libc::SIGCONT), "{acts:?}");
 }
 
 #[test]
