@@ -763,9 +763,9 @@ fn ignored_pm2_keys_are_reported_once_per_file() {
 }
 
 #[test]
-fn pmi_additions_not_yet_supported_warn() {
-    let w = warnings("apps:\n  - script: a.js\n    listen: 3000\n");
-    assert!(w[0].contains("not supported by this version"), "{w:?}");
+fn pmi_additions_are_all_supported_now() {
+    let w = warnings("apps:\n  - script: a.js\n    listen: 3000\n    ready: notify\n");
+    assert!(w.is_empty(), "{w:?}");
 }
 
 #[test]

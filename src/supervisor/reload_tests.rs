@@ -44,7 +44,8 @@ impl World {
                     self.st.on_spawned(id, self.pid, self.now);
                     queue.extend(self.st.track_spawn(id, self.now));
                 }
-                Action::KillGroup { pgid, .. } => self.kills.push(pgid),
+                // The stop signal (SIGCONT follows it, for a frozen process).
+                Action::KillGroup { pgid, sig } if sig != libc::SIGCONT => self.kills.push(pgid),
                 _ => {}
             }
         }
