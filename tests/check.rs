@@ -331,6 +331,7 @@ fn script_without_extension_runs_with_node_shebang() {
 }
 
 /// pm2 verbs are not apps-file names: each gets "did you mean" (or why pmi has none), exit 2.
+/// (`monit` is a pmi verb of its own, tested in tests/cli_habits.rs.)
 #[test]
 fn pm2_verbs_get_did_you_mean() {
     let sb = Sandbox::new();
@@ -339,7 +340,6 @@ fn pm2_verbs_get_did_you_mean() {
         (&["delete", "web"][..], "did you mean `pmi stop web`?"),
         (&["jlist"][..], "did you mean `pmi status --json`?"),
         (&["show", "api"][..], "did you mean `pmi describe api`?"),
-        (&["monit"][..], "`pmi status` shows cpu and memory"),
         (&["flush"][..], "not supported"),
     ] {
         let r = sb.run_pmi(args);
