@@ -70,6 +70,9 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> Result
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.block_on(serve(apps, settings, format, p1, file_name, apply))
     }));
+    // pmi's last messages ("… did not stop within its kill_timeout") sit in the stderr writer's
+    // queue; exiting now would lose them.
+    crate::logs::sync_console(CONSOLE_SYNC);
     match result {
         Ok(r) => r,
         Err(_) => {
@@ -79,6 +82,9 @@ pub fn run(file: &Path, opts: SupervisorOpts, socket: Option<PathBuf>) -> Result
         }
     }
 }
+
+/// How long pmi's exit waits for the console writers to write what they hold.
+const CONSOLE_SYNC: Duration = Duration::from_millis(500);
 
 /// Another pmi answers where this one would put its socket (`docker exec ctr pmi apps.yaml`):
 /// start nothing, and say how to reach the running one (SPEC §7). Checked before any spawn.

@@ -260,10 +260,13 @@ fn a_stopped_leaders_group_is_killed_at_once_and_the_stop_is_clean() {
     let (code, _) = shutdown(&sb, &apps, &["leader", "worker"], libc::SIGTERM);
     assert_eq!(code, 0);
     assert_eq!(sb.lines("leader"), ["ready", "INT", "bye"]);
-    assert_eq!(
-        sb.lines("worker"),
-        ["ready", "INT"],
-        "the group's other process is killed once the leader is gone, not given 300 ms"
+    // It may or may not have recorded the signals before the SIGKILL (a loaded machine decides),
+    // but it never reaches its `bye`, 300 ms later.
+    let worker = sb.lines("worker");
+    assert_eq!(worker.first().map(String::as_str), Some("ready"));
+    assert!(
+        !worker.iter().any(|l| l == "bye"),
+        "the group's other process is killed once the leader is gone, not given 300 ms: {worker:?}"
     );
 }
 

@@ -55,6 +55,11 @@ pub use datefmt::DateFormat;
 pub use own::init_tracing;
 pub use sink::FdSink;
 
+/// Writes out what the console writers still hold before pmi exits (at most `timeout`).
+pub fn sync_console(timeout: std::time::Duration) {
+    sink::sync_console(timeout);
+}
+
 /// A longer line is written in pieces of this size (each piece a record of its own).
 pub const SPLIT_BYTES: usize = 64 * 1024;
 /// An unfinished line is written after the app has been silent this long.

@@ -24,6 +24,8 @@ pub(crate) enum ConsoleMsg {
     Data(Job<Vec<u8>>),
     /// pmi's own messages are waiting in the [`OwnQueue`].
     Wake,
+    /// Answered once everything queued before it, pmi's own messages too, is written.
+    Sync(std::sync::mpsc::SyncSender<()>),
 }
 
 pub(crate) type ConsoleTx = mpsc::Sender<ConsoleMsg>;
@@ -93,14 +95,19 @@ fn console_thread(
 ) {
     let mut broken = false;
     let mut held: Vec<Job<Vec<u8>>> = Vec::new();
+    let mut synced: Vec<std::sync::mpsc::SyncSender<()>> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         // Gather what is already queued, up to the batch size, into one write.
         let mut total = 0;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
-            if let ConsoleMsg::Data(job) = msg {
-                total += job.data.len();
-                held.push(job);
+            match msg {
+                ConsoleMsg::Data(job) => {
+                    total += job.data.len();
+                    held.push(job);
+                }
+                ConsoleMsg::Sync(ack) => synced.push(ack),
+                ConsoleMsg::Wake => {}
             }
             if total < BATCH_BYTES {
                 next = rx.try_recv().ok();
@@ -124,6 +131,25 @@ fn console_thread(
         }
         if dropped > 0 {
             tracing::warn!("{dropped} of pmi's own messages dropped: stderr was too slow");
+        }
+        for ack in synced.drain(..) {
+            let _ = ack.try_send(());
+        }
+    }
+}
+
+/// Waits (at most `timeout`) until both console writers have written what was queued, pmi's own
+/// last messages included: called once before pmi exits, which would otherwise lose them.
+pub(crate) fn sync_console(timeout: std::time::Duration) {
+    let Some((out, err)) = REAL_CONSOLE.get() else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    for tx in [out, err] {
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        if tx.try_send(ConsoleMsg::Sync(ack)).is_ok() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let _ = done.recv_timeout(left);
         }
     }
 }
@@ -185,17 +211,19 @@ impl OwnQueue {
 
 /// The writer threads of the process's real fd 1 and fd 2, shared by every hub.
 pub(crate) fn real_console() -> (ConsoleTx, ConsoleTx) {
-    static REAL: OnceLock<(ConsoleTx, ConsoleTx)> = OnceLock::new();
-    REAL.get_or_init(|| {
-        let own = Arc::new(OwnQueue::new());
-        let out = spawn_console("stdout", Box::new(FdSink(io::stdout())), None);
-        let err = spawn_console("stderr", Box::new(FdSink(io::stderr())), Some(own.clone()));
-        let _ = own.wake.set(err.clone());
-        let _ = OWN_STDERR.set(own);
-        (out, err)
-    })
-    .clone()
+    REAL_CONSOLE
+        .get_or_init(|| {
+            let own = Arc::new(OwnQueue::new());
+            let out = spawn_console("stdout", Box::new(FdSink(io::stdout())), None);
+            let err = spawn_console("stderr", Box::new(FdSink(io::stderr())), Some(own.clone()));
+            let _ = own.wake.set(err.clone());
+            let _ = OWN_STDERR.set(own);
+            (out, err)
+        })
+        .clone()
 }
+
+static REAL_CONSOLE: OnceLock<(ConsoleTx, ConsoleTx)> = OnceLock::new();
 
 /// Set once the stderr writer thread runs; before that, pmi's messages are written directly.
 static OWN_STDERR: OnceLock<Arc<OwnQueue>> = OnceLock::new();
