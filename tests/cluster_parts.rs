@@ -175,6 +175,7 @@ fn start(rt: &tokio::runtime::Runtime, l: Launch<'_>) -> Inst {
         &Pass {
             fds: &fds,
             listen_pid: n > 0,
+            ..Pass::default()
         },
     )
     .unwrap();

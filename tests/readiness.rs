@@ -152,7 +152,8 @@ fn a_missed_watchdog_keepalive_restarts_the_instance() {
     let sb = Sandbox::new();
     sb.write("notify.py", NOTIFY_LIB);
     // Ready, three keepalives, then silence (a hung main loop).
-    let app = "import os, time, notify\nopen(os.environ['OUT'], 'a').write(os.environ.get('WATCHDOG_USEC', '-') + '\\n')\nnotify.send('READY=1')\nfor _ in range(3):\n    time.sleep(0.1)\n    notify.send('WATCHDOG=1')\ntime.sleep(600)\n";
+    // Each run records WATCHDOG_USEC and whether WATCHDOG_PID names the app's own pid.
+    let app = "import os, time, notify\nopen(os.environ['OUT'], 'a').write(os.environ.get('WATCHDOG_USEC', '-') + (' own' if os.environ.get('WATCHDOG_PID') == str(os.getpid()) else ' other') + '\\n')\nnotify.send('READY=1')\nfor _ in range(3):\n    time.sleep(0.1)\n    notify.send('WATCHDOG=1')\ntime.sleep(600)\n";
     sb.write("app.py", app);
     let y = py_app(
         "dog",
@@ -176,7 +177,7 @@ fn a_missed_watchdog_keepalive_restarts_the_instance() {
         sb.lines("runs").len() >= 2
     });
     let runs = sb.lines("runs");
-    assert!(runs.len() >= 2 && runs[0] == "700000", "{runs:?}");
+    assert!(runs.len() >= 2 && runs[0] == "700000 own", "{runs:?}");
 }
 
 #[test]

@@ -66,6 +66,8 @@ pub struct Pass<'a> {
     /// Set `LISTEN_PID` to the child's own pid (systemd's rule: the variable names the process
     /// the sockets are for, so a grandchild that inherits the environment leaves them alone).
     pub listen_pid: bool,
+    /// Set `WATCHDOG_PID` to the child's own pid, the same way (sd_notify's watchdog).
+    pub watchdog_pid: bool,
 }
 
 /// Most fds one spawn may pass (64 `listen` sockets, the IPC channel, the preload, and spare).
@@ -102,7 +104,14 @@ pub fn spawn_with(req: &SpawnRequest<'_>, pass: &Pass<'_>) -> Result<Spawned, Sp
             message: format!("{program_name}: more than {MAX_PASS} fds to pass"),
         });
     }
-    let image = exec::Image::new(req.argv, &req.env, pass.listen_pid).map_err(|e| SpawnError {
+    let pid_vars: Vec<&str> = [
+        (pass.listen_pid, "LISTEN_PID"),
+        (pass.watchdog_pid, "WATCHDOG_PID"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    let image = exec::Image::new(req.argv, &req.env, &pid_vars).map_err(|e| SpawnError {
         code: exit::NOT_EXECUTABLE,
         message: format!("{program_name}: {e}"),
     })?;

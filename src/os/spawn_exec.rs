@@ -14,22 +14,21 @@ extern "C" {
     static mut environ: *const *const libc::c_char;
 }
 
-const LISTEN_PID: &[u8] = b"LISTEN_PID=";
 /// Room for the digits of any pid (pid_max is at most 2^22; 10 digits covers 2^32).
 const PID_DIGITS: usize = 10;
 
-/// argv and envp as C arrays, plus the hole where the child writes its pid.
+/// argv and envp as C arrays, plus the holes where the child writes its pid.
 pub struct Image {
     program: CString,
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     _env: Vec<CString>,
-    /// "LISTEN_PID=" followed by PID_DIGITS + 1 NULs: the child fills in its digits.
-    _pid_entry: Vec<u8>,
-    /// Where the digits go: the start of `_pid_entry`'s buffer, whose heap storage never moves.
-    pid_ptr: *mut u8,
+    /// One `NAME=` followed by PID_DIGITS + 1 NULs per pid variable: the child fills in its
+    /// digits. The heap buffers never move, so `holes` may point into them.
+    _pid_entries: Vec<Vec<u8>>,
+    /// Where each entry's digits go.
+    holes: Vec<*mut u8>,
     env_ptrs: Vec<*const libc::c_char>,
-    listen_pid: bool,
 }
 
 // SAFETY: the raw pointers point into buffers owned by the same `Image`, which is moved (not
@@ -48,11 +47,12 @@ fn cstr(s: &std::ffi::OsStr, what: &str) -> io::Result<CString> {
 
 impl Image {
     /// The environment is `env` with each name once (the last value wins, as std's `envs`), plus
-    /// a `LISTEN_PID` hole when `listen_pid` (replacing any `LISTEN_PID` in `env`).
+    /// a hole for the child's own pid for each name of `pid_vars` (`LISTEN_PID`, `WATCHDOG_PID`),
+    /// replacing any value `env` gives them.
     pub fn new(
         argv: &[OsString],
         env: &[(OsString, OsString)],
-        listen_pid: bool,
+        pid_vars: &[&str],
     ) -> io::Result<Image> {
         let args: Vec<CString> = argv
             .iter()
@@ -66,8 +66,8 @@ impl Image {
         for (k, v) in env {
             map.insert(k, v);
         }
-        if listen_pid {
-            map.remove(std::ffi::OsStr::new("LISTEN_PID"));
+        for v in pid_vars {
+            map.remove(std::ffi::OsStr::new(v));
         }
         let mut envs = Vec::with_capacity(map.len());
         for (k, v) in map {
@@ -84,29 +84,41 @@ impl Image {
                 )
             })?);
         }
-        let mut pid_entry = LISTEN_PID.to_vec();
-        pid_entry.resize(LISTEN_PID.len() + PID_DIGITS + 1, 0);
-        let pid_ptr = pid_entry.as_mut_ptr();
+        let mut pid_entries: Vec<Vec<u8>> = pid_vars
+            .iter()
+            .map(|v| {
+                let mut e = format!("{v}=").into_bytes();
+                e.resize(v.len() + 1 + PID_DIGITS + 1, 0);
+                e
+            })
+            .collect();
+        let holes: Vec<*mut u8> = pid_entries
+            .iter_mut()
+            .zip(pid_vars)
+            // SAFETY: `v.len() + 1` is within the entry (it has PID_DIGITS + 1 more bytes).
+            .map(|(e, v)| unsafe { e.as_mut_ptr().add(v.len() + 1) })
+            .collect();
         let mut argv_ptrs: Vec<_> = args.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let mut env_ptrs: Vec<_> = envs.iter().map(|e| e.as_ptr()).collect();
-        if listen_pid {
-            env_ptrs.push(pid_ptr.cast_const().cast());
-        }
+        env_ptrs.extend(
+            pid_entries
+                .iter()
+                .map(|e| e.as_ptr().cast::<libc::c_char>()),
+        );
         env_ptrs.push(std::ptr::null());
         Ok(Image {
             program,
             _argv: args,
             argv_ptrs,
             _env: envs,
-            _pid_entry: pid_entry,
-            pid_ptr,
+            _pid_entries: pid_entries,
+            holes,
             env_ptrs,
-            listen_pid,
         })
     }
 
-    /// In the child: writes the pid's digits into the hole (no allocation).
+    /// In the child: writes the pid's digits into every hole (no allocation).
     fn fill_pid(&mut self, pid: i32) {
         let mut digits = [0u8; PID_DIGITS];
         let mut n = pid.unsigned_abs();
@@ -120,12 +132,13 @@ impl Image {
             }
         }
         let len = PID_DIGITS - i;
-        // SAFETY: `pid_ptr` points at LISTEN_PID.len() + PID_DIGITS + 1 bytes we own, and
-        // `len <= PID_DIGITS`; only raw pointers ever access them after construction.
-        unsafe {
-            let hole = self.pid_ptr.add(LISTEN_PID.len());
-            std::ptr::copy_nonoverlapping(digits[i..].as_ptr(), hole, len);
-            *hole.add(len) = 0;
+        for &hole in &self.holes {
+            // SAFETY: each hole has PID_DIGITS + 1 bytes we own, and `len <= PID_DIGITS`; only
+            // raw pointers ever access them after construction.
+            unsafe {
+                std::ptr::copy_nonoverlapping(digits[i..].as_ptr(), hole, len);
+                *hole.add(len) = 0;
+            }
         }
     }
 }
@@ -184,9 +197,7 @@ pub fn place_and_exec(image: &mut Image, fds: &[RawFd], err_fd: RawFd) -> io::Re
                 fail(err_fd);
             }
         }
-        if image.listen_pid {
-            image.fill_pid(libc::getpid());
-        }
+        image.fill_pid(libc::getpid());
         std::ptr::addr_of_mut!(environ).write(image.env_ptrs.as_ptr());
         libc::execvp(image.program.as_ptr(), image.argv_ptrs.as_ptr());
         fail(err_fd)
@@ -216,7 +227,7 @@ mod tests {
             ("LISTEN_PID".into(), "999".into()),
             ("B=C".into(), "x".into()),
         ];
-        let mut img = Image::new(&["prog".into()], &env, true).unwrap();
+        let mut img = Image::new(&["prog".into()], &env, &["LISTEN_PID", "WATCHDOG_PID"]).unwrap();
         img.fill_pid(4242);
         let entries: Vec<String> = img
             .env_ptrs
@@ -228,10 +239,10 @@ mod tests {
                     .into_owned()
             })
             .collect();
-        assert_eq!(entries, ["A=2", "LISTEN_PID=4242"]);
+        assert_eq!(entries, ["A=2", "LISTEN_PID=4242", "WATCHDOG_PID=4242"]);
         img.fill_pid(7);
-        let last = unsafe { std::ffi::CStr::from_ptr(img.env_ptrs[1]) };
-        assert_eq!(last.to_str().unwrap(), "LISTEN_PID=7");
-        assert!(Image::new(&["p".into()], &[("K".into(), "a\0b".into())], false).is_err());
+        let last = unsafe { std::ffi::CStr::from_ptr(img.env_ptrs[2]) };
+        assert_eq!(last.to_str().unwrap(), "WATCHDOG_PID=7");
+        assert!(Image::new(&["p".into()], &[("K".into(), "a\0b".into())], &[]).is_err());
     }
 }

@@ -79,6 +79,7 @@ fn fds_land_at_3_and_4_with_listen_pid_of_the_child() {
         &Pass {
             fds: &fds,
             listen_pid: true,
+            watchdog_pid: false,
         },
     );
     assert_eq!(code, 0, "{out}");
@@ -122,6 +123,7 @@ fn exec_failures_keep_the_shell_codes_with_fds_passed() {
     let pass = Pass {
         fds: &fds,
         listen_pid: true,
+        ..Pass::default()
     };
     let req = |argv: &[OsString]| {
         let r = SpawnRequest {

@@ -513,6 +513,7 @@ impl Supervisor {
         let pass = Pass {
             fds: &fds,
             listen_pid: prepared.listen_pid,
+            watchdog_pid: spec.watchdog.is_some(),
         };
         let spawned = spawn_with(&req, &pass);
         drop(fds);

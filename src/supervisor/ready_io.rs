@@ -86,8 +86,8 @@ impl ReadyIo {
                 return None;
             }
         };
-        // WATCHDOG_PID: set by spawn once LISTEN_PID support lands (the child's own pid is not
-        // known here, before the spawn); sd_notify clients accept its absence.
+        // WATCHDOG_PID is the child's own pid, not known before the spawn: `os::spawn` writes it
+        // in the child (`Pass::watchdog_pid`), as it does LISTEN_PID.
         let vars = notify::instance_vars(sock.addr(), spec.watchdog, None);
         env.retain(|(k, _)| !vars.iter().any(|(v, _)| k == v.as_str()));
         env.extend(
