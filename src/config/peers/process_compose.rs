@@ -423,6 +423,14 @@ fn probe(e: &Entry, name: &str, liveness: bool, d: &mut Diags) -> Option<Mapping
                 }
             }
             "http_get" => match http_url(&f.value) {
+                Some(url) if url.contains("{{") || url.contains('$') => d.warn(
+                    f.key_pos,
+                    Some(name),
+                    Some(&format!("{field}.http_get")),
+                    format!(
+                        "{url} uses a process-compose template or variable, which pmi does not expand: not converted; write the URL out"
+                    ),
+                ),
                 Some(url) => {
                     put(&mut m, "http", url.into());
                     check = true;
