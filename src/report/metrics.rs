@@ -36,21 +36,21 @@ pub fn metrics(
     ticks: u64,
 ) -> String {
     let mut m = Exposition::default();
-    let labels = |i: &InstanceStatus| vec![("app", i.name.clone()), ("pm_id", i.id.to_string())];
     let usage = |i: &InstanceStatus| i.pid.and_then(|p| groups.get(&(p as i32))).copied();
 
-    m.family(
+    m.per_instance(
+        snap,
         "pmi_instance_up",
         "gauge",
         "1 when the instance's process is running (online or stopping), else 0.",
+        |i| {
+            let up = matches!(
+                i.status,
+                Status::Launching | Status::Online | Status::Unhealthy | Status::Stopping
+            ) && i.pid.is_some();
+            Some(f64::from(u8::from(up)))
+        },
     );
-    for i in &snap.instances {
-        let up = matches!(
-            i.status,
-            Status::Launching | Status::Online | Status::Unhealthy | Status::Stopping
-        ) && i.pid.is_some();
-        m.sample("pmi_instance_up", &labels(i), f64::from(u8::from(up)));
-    }
     m.family(
         "pmi_instance_status",
         "gauge",
@@ -58,7 +58,7 @@ pub fn metrics(
     );
     for i in &snap.instances {
         for s in STATUSES {
-            let mut l = labels(i);
+            let mut l = instance_labels(i);
             l.push(("status", s.as_str().to_string()));
             m.sample(
                 "pmi_instance_status",
@@ -67,79 +67,68 @@ pub fn metrics(
             );
         }
     }
-    m.family(
+    m.per_instance(
+        snap,
         "pmi_instance_restarts_total",
         "counter",
         "Restarts of the instance (pm2's restart_time).",
+        |i| Some(f64::from(i.restarts)),
     );
-    for i in &snap.instances {
-        m.sample(
-            "pmi_instance_restarts_total",
-            &labels(i),
-            f64::from(i.restarts),
-        );
-    }
-    m.family(
+    m.per_instance(
+        snap,
         "pmi_instance_uptime_seconds",
         "gauge",
         "Seconds since the instance's current process started.",
+        |i| {
+            i.pid?;
+            Some(now_ms.saturating_sub(i.started_at?) as f64 / 1000.0)
+        },
     );
-    for i in &snap.instances {
-        if let (Some(_), Some(t)) = (i.pid, i.started_at) {
-            let up = now_ms.saturating_sub(t) as f64 / 1000.0;
-            m.sample("pmi_instance_uptime_seconds", &labels(i), up);
-        }
-    }
-    m.family(
+    m.per_instance(
+        snap,
         "pmi_instance_memory_bytes",
         "gauge",
         "Resident memory of the instance's process group, in bytes.",
+        |i| usage(i).map(|u| u.rss_bytes as f64),
     );
-    for i in &snap.instances {
-        if let Some(u) = usage(i) {
-            m.sample("pmi_instance_memory_bytes", &labels(i), u.rss_bytes as f64);
-        }
-    }
-    m.family(
+    m.per_instance(
+        snap,
         "pmi_instance_cpu_seconds_total",
         "counter",
         "User and system CPU time of the instance's process group, in seconds.",
+        |i| usage(i).map(|u| u.cpu_ticks as f64 / ticks.max(1) as f64),
     );
-    for i in &snap.instances {
-        if let Some(u) = usage(i) {
-            let secs = u.cpu_ticks as f64 / ticks.max(1) as f64;
-            m.sample("pmi_instance_cpu_seconds_total", &labels(i), secs);
-        }
-    }
     readiness_families(&mut m, snap);
     pmi_families(&mut m, snap);
     m.out
 }
 
+/// An instance's labels: `app` and `pm_id` (never `instance`, which Prometheus keeps for the
+/// scrape target).
+fn instance_labels(i: &InstanceStatus) -> Vec<(&'static str, String)> {
+    vec![("app", i.name.clone()), ("pm_id", i.id.to_string())]
+}
+
 /// Readiness and checks: `pmi_instance_ready`, `pmi_instance_healthy` (instances with a health
 /// check), and the checks' counters and last duration.
 fn readiness_families(m: &mut Exposition, snap: &Snapshot) {
-    let labels = |i: &InstanceStatus| vec![("app", i.name.clone()), ("pm_id", i.id.to_string())];
-    m.family(
+    m.per_instance(
+        snap,
         "pmi_instance_ready",
         "gauge",
         "1 when the instance is ready (its ready signal or check came), else 0.",
+        |i| Some(f64::from(u8::from(i.readiness.ready))),
     );
-    for i in &snap.instances {
-        let v = f64::from(u8::from(i.readiness.ready));
-        m.sample("pmi_instance_ready", &labels(i), v);
-    }
-    m.family(
+    m.per_instance(
+        snap,
         "pmi_instance_healthy",
         "gauge",
         "1 when the instance's last health check passed, else 0 (instances with a health check).",
+        |i| {
+            let h = i.readiness.health.as_ref()?;
+            Some(f64::from(u8::from(h == "healthy")))
+        },
     );
-    for i in &snap.instances {
-        if let Some(h) = &i.readiness.health {
-            let v = f64::from(u8::from(h == "healthy"));
-            m.sample("pmi_instance_healthy", &labels(i), v);
-        }
-    }
     type Get = fn(&crate::status::Readiness) -> f64;
     let counters: [(&str, &str, &str, Get); 4] = [
         (
@@ -168,10 +157,9 @@ fn readiness_families(m: &mut Exposition, snap: &Snapshot) {
         ),
     ];
     for (name, kind, help, get) in counters {
-        m.family(name, kind, help);
-        for i in snap.instances.iter().filter(|i| i.readiness.check_runs > 0) {
-            m.sample(name, &labels(i), get(&i.readiness));
-        }
+        m.per_instance(snap, name, kind, help, |i| {
+            (i.readiness.check_runs > 0).then(|| get(&i.readiness))
+        });
     }
 }
 
@@ -227,6 +215,23 @@ struct Exposition {
 }
 
 impl Exposition {
+    /// One family with a sample per instance for which `value` has one.
+    fn per_instance(
+        &mut self,
+        snap: &Snapshot,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl Fn(&InstanceStatus) -> Option<f64>,
+    ) {
+        self.family(name, kind, help);
+        for i in &snap.instances {
+            if let Some(v) = value(i) {
+                self.sample(name, &instance_labels(i), v);
+            }
+        }
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
